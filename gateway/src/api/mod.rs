@@ -1,0 +1,6 @@
+//! HTTP handlers, one module per resource.
+
+pub mod health;
+pub mod liveness;
+pub mod verifications;
+pub mod views;

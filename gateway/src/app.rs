@@ -1,0 +1,110 @@
+//! Application state, the router and the cross-cutting layers (request id, auth extractor).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::config::Tenant;
+use crate::problem::{ApiError, REQUEST_ID};
+use crate::runtime::Runtime;
+use crate::store::DynStore;
+use crate::{api, openapi};
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub store: DynStore,
+}
+
+impl AppState {
+    pub fn new(runtime: Runtime, store: DynStore) -> Self {
+        Self { runtime: Arc::new(ArcSwap::from_pointee(runtime)), store }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/liveness", post(api::liveness::create))
+        .route("/v1/verifications", get(api::verifications::list))
+        .route("/v1/verifications/{id}", get(api::verifications::get_one))
+        .route("/healthz", get(api::health::healthz))
+        .route("/readyz", get(api::health::readyz))
+        .route("/openapi.yaml", get(openapi::serve_yaml))
+        .fallback(api::health::not_found)
+        .method_not_allowed_fallback(api::health::method_not_allowed)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Accept a caller's `X-Request-Id` when it is sane, otherwise mint one; echo it back and make
+/// it available to problem bodies and logs.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), tracing::Instrument::instrument(next.run(req), span))
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+/// The API key from `Authorization: Bearer <key>` or `X-API-Key`.
+pub fn presented_key(parts: &Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let mut it = v.splitn(2, ' ');
+        if let (Some(scheme), Some(token)) = (it.next(), it.next())
+            && scheme.eq_ignore_ascii_case("bearer")
+            && !token.trim().is_empty()
+        {
+            return Some(token.trim().to_owned());
+        }
+    }
+    parts
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// The authenticated tenant, with the runtime it was resolved against (so a config reload in
+/// the middle of a request does not change its rules).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub runtime: Arc<Runtime>,
+    pub tenant_id: String,
+}
+
+impl Caller {
+    pub fn tenant(&self) -> Result<&Tenant, ApiError> {
+        self.runtime.config.tenants.get(&self.tenant_id).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
+        let runtime = state.runtime.load_full();
+        let tenant_id = runtime.tenant_for_key(&key).ok_or_else(ApiError::unauthorized)?.id.clone();
+        Ok(Caller { runtime, tenant_id })
+    }
+}

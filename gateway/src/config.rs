@@ -1,0 +1,659 @@
+//! The YAML configuration: parsed into a tree, `${ENV}` substituted inside string values only,
+//! then typed and validated. Every problem is collected with its YAML path so an operator
+//! fixes a broken file in one pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
+
+use livegate_providers::Secret;
+
+/// Default image cap: 5 MiB, as the Didit document (the strictest upstream) allows.
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+/// Decompression-bomb guard: more pixels than any selfie camera produces.
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+/// One problem in a config file, located by its YAML path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// The validated configuration. Invalid states are unrepresentable past `Config::parse`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub providers: BTreeMap<String, ProviderSpec>,
+    pub tenants: BTreeMap<String, Tenant>,
+    pub admin_keys: Vec<KeyHash>,
+    pub limits: Limits,
+    /// `sha256:` of the file's bytes: every verification records the config it was decided under.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_image_bytes: usize,
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_image_bytes: DEFAULT_MAX_IMAGE_BYTES, max_pixels: DEFAULT_MAX_PIXELS }
+    }
+}
+
+/// A provider entry with its kind-specific settings.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    pub name: String,
+    pub timeout: Duration,
+    pub kind: ProviderKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderKind {
+    Didit { base_url: String, api_key: Secret, save_api_request: bool, rotate_image: Option<bool> },
+    Kairos {
+        base_url: String,
+        path: String,
+        app_id: Secret,
+        app_key: Secret,
+        header_style: HeaderStyle,
+    },
+    Collections { base_url: String, api_key: Secret, collection_id: String },
+    Embedded { models_dir: Option<PathBuf> },
+}
+
+impl ProviderKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderKind::Didit { .. } => "didit",
+            ProviderKind::Kairos { .. } => "kairos",
+            ProviderKind::Collections { .. } => "collections",
+            ProviderKind::Embedded { .. } => "embedded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderStyle {
+    Underscore,
+    Hyphen,
+    Both,
+}
+
+/// `sha256:<hex>` of an API key, as pasted into YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    pub fn of_key(key: &str) -> Self {
+        KeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let hex_part = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("key hash {s:?} must look like \"sha256:<64 hex>\""))?;
+        let bytes = hex::decode(hex_part)
+            .map_err(|_| "key hash must be 64 lowercase hex characters after \"sha256:\"".to_owned())?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "key hash must be 64 hex characters (32 bytes) after \"sha256:\"".to_owned())?;
+        Ok(KeyHash(arr))
+    }
+}
+
+impl fmt::Display for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub keys: Vec<KeyHash>,
+    pub threshold: f64,
+    pub review_band: Option<f64>,
+    pub routing: Routing,
+    pub warning_actions: HashMap<String, WarningAction>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub strategy: Strategy,
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Single,
+    Fallback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningAction {
+    Decline,
+    Review,
+    Ignore,
+}
+
+// ---- raw, as written in YAML -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoot {
+    #[serde(default)]
+    providers: BTreeMap<String, Value>,
+    #[serde(default)]
+    tenants: BTreeMap<String, Value>,
+    #[serde(default)]
+    admin: Option<Value>,
+    #[serde(default)]
+    limits: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: String,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    timeout_ms: Option<u64>,
+    save_api_request: Option<bool>,
+    rotate_image: Option<bool>,
+    path: Option<String>,
+    app_id: Option<String>,
+    app_key: Option<String>,
+    header_style: Option<HeaderStyle>,
+    collection_id: Option<String>,
+    models_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    keys: Vec<String>,
+    #[serde(default = "default_threshold")]
+    threshold: f64,
+    review_band: Option<f64>,
+    routing: RawRouting,
+    #[serde(default)]
+    warnings: BTreeMap<String, WarningAction>,
+}
+
+fn default_threshold() -> f64 {
+    0.5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    strategy: Strategy,
+    providers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_image_bytes: Option<usize>,
+    max_pixels: Option<u64>,
+}
+
+/// Warning codes that decline by default, as the Didit document auto-declines them.
+pub const DEFAULT_DECLINE: [&str; 4] =
+    ["NO_FACE_DETECTED", "LIVENESS_FACE_ATTACK", "FACE_IN_BLOCKLIST", "POSSIBLE_FACE_IN_BLOCKLIST"];
+pub const DEFAULT_REVIEW: [&str; 1] = ["MULTIPLE_FACES_DETECTED"];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse and validate; `env` resolves `${NAME}` references.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let hash = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
+        let mut problems = Vec::new();
+        let mut tree: Value = match serde_yaml_ng::from_str(text) {
+            Ok(Value::Null) => Value::Mapping(Default::default()),
+            Ok(v) => v,
+            Err(e) => {
+                return Err(ConfigError::Invalid(vec![Problem {
+                    path: String::new(),
+                    message: format!("not valid YAML: {e}"),
+                }]));
+            }
+        };
+        interpolate(&mut tree, "", env, &mut problems);
+
+        let root: RawRoot = match typed(tree, "", &mut problems) {
+            Some(r) => r,
+            None => return Err(ConfigError::Invalid(problems)),
+        };
+
+        let declared: std::collections::BTreeSet<String> = root.providers.keys().cloned().collect();
+        let mut providers = BTreeMap::new();
+        for (name, v) in root.providers {
+            let path = format!("providers.{name}");
+            if let Some(raw) = typed::<RawProvider>(v, &path, &mut problems)
+                && let Some(spec) = provider_spec(&name, raw, &path, &mut problems)
+            {
+                providers.insert(name, spec);
+            }
+        }
+
+        let mut tenants = BTreeMap::new();
+        let mut seen_keys: HashMap<KeyHash, String> = HashMap::new();
+        for (id, v) in root.tenants {
+            let path = format!("tenants.{id}");
+            let Some(raw) = typed::<RawTenant>(v, &path, &mut problems) else { continue };
+            if let Some(t) = tenant(&id, raw, &path, &declared, &mut seen_keys, &mut problems) {
+                tenants.insert(id, t);
+            }
+        }
+
+        let mut admin_keys = Vec::new();
+        if let Some(v) = root.admin
+            && let Some(raw) = typed::<RawAdmin>(v, "admin", &mut problems)
+        {
+            for (i, k) in raw.keys.iter().enumerate() {
+                match KeyHash::parse(k) {
+                    Ok(h) => admin_keys.push(h),
+                    Err(e) => problems.push(problem(format!("admin.keys[{i}]"), e)),
+                }
+            }
+        }
+
+        let mut limits = Limits::default();
+        if let Some(v) = root.limits
+            && let Some(raw) = typed::<RawLimits>(v, "limits", &mut problems)
+        {
+            if let Some(b) = raw.max_image_bytes {
+                if b == 0 {
+                    problems.push(problem("limits.max_image_bytes", "must be greater than 0"));
+                }
+                limits.max_image_bytes = b;
+            }
+            if let Some(p) = raw.max_pixels {
+                limits.max_pixels = p;
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(Config { providers, tenants, admin_keys, limits, hash })
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem { path: path.into(), message: message.into() }
+}
+
+fn join(prefix: &str, rest: &str) -> String {
+    match (prefix.is_empty(), rest.is_empty()) {
+        (true, _) => rest.to_owned(),
+        (_, true) => prefix.to_owned(),
+        _ if rest.starts_with('[') => format!("{prefix}{rest}"),
+        _ => format!("{prefix}.{rest}"),
+    }
+}
+
+/// Deserialize one subtree, reporting a failure with the full path of the offending field.
+fn typed<T: serde::de::DeserializeOwned>(v: Value, prefix: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let inner = if inner == "." { String::new() } else { inner };
+            let msg = e.into_inner().to_string();
+            // serde_yaml_ng appends its own location, meaningless after interpolation.
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            problems.push(problem(join(prefix, &inner), msg));
+            None
+        }
+    }
+}
+
+/// Replace `${NAME}` inside string values. `$${` is a literal `${`. Substitution never
+/// changes the YAML structure, and a missing variable is an error, never an empty string.
+fn interpolate(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+    match v {
+        Value::String(s) => {
+            if s.contains('$') {
+                match substitute(s, env) {
+                    Ok(out) => *s = out,
+                    Err(msg) => problems.push(problem(path, msg)),
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{path}[{i}]"), env, problems);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, item) in map.iter_mut() {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_owned(),
+                };
+                interpolate(item, &join(path, &key), env, problems);
+            }
+        }
+        Value::Tagged(t) => interpolate(&mut t.value, path, env, problems),
+        _ => {}
+    }
+}
+
+fn substitute(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail.find('}').ok_or_else(|| "unterminated ${ in value".to_owned())?;
+            let name = &tail[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid environment variable name {name:?}"));
+            }
+            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            if value.contains('\n') {
+                return Err(format!("environment variable {name} contains a newline"));
+            }
+            out.push_str(&value);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn required<T>(v: Option<T>, path: &str, field: &str, kind: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    if v.is_none() {
+        problems.push(problem(format!("{path}.{field}"), format!("required for kind {kind}")));
+    }
+    v
+}
+
+fn url(v: Option<String>, path: &str, kind: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    let u = required(v, path, "base_url", kind, problems)?;
+    if !(u.starts_with("http://") || u.starts_with("https://")) {
+        problems.push(problem(format!("{path}.base_url"), format!("{u:?} is not an http(s) URL")));
+        return None;
+    }
+    Some(u.trim_end_matches('/').to_owned())
+}
+
+fn secret(v: Option<String>, path: &str, field: &str, kind: &str, problems: &mut Vec<Problem>) -> Option<Secret> {
+    let s = required(v, path, field, kind, problems)?;
+    if s.trim().is_empty() {
+        problems.push(problem(format!("{path}.{field}"), "must not be empty"));
+        return None;
+    }
+    Some(Secret::new(s))
+}
+
+fn provider_spec(name: &str, raw: RawProvider, path: &str, problems: &mut Vec<Problem>) -> Option<ProviderSpec> {
+    let before = problems.len();
+    let timeout_ms = raw.timeout_ms.unwrap_or(10_000);
+    if timeout_ms == 0 || timeout_ms > 120_000 {
+        problems.push(problem(format!("{path}.timeout_ms"), "must be between 1 and 120000"));
+    }
+    let k = raw.kind.as_str();
+    // Fields that mean nothing for this kind are a mistake worth reporting, not ignoring.
+    let allowed: &[&str] = match k {
+        "didit" => &["base_url", "api_key", "save_api_request", "rotate_image"],
+        "kairos" => &["base_url", "path", "app_id", "app_key", "header_style"],
+        "collections" => &["base_url", "api_key", "collection_id"],
+        "embedded" => &["models_dir"],
+        other => {
+            problems.push(problem(
+                format!("{path}.kind"),
+                format!("unknown provider kind {other:?} (expected didit, kairos, collections or embedded)"),
+            ));
+            return None;
+        }
+    };
+    let present = [
+        ("base_url", raw.base_url.is_some()),
+        ("api_key", raw.api_key.is_some()),
+        ("save_api_request", raw.save_api_request.is_some()),
+        ("rotate_image", raw.rotate_image.is_some()),
+        ("path", raw.path.is_some()),
+        ("app_id", raw.app_id.is_some()),
+        ("app_key", raw.app_key.is_some()),
+        ("header_style", raw.header_style.is_some()),
+        ("collection_id", raw.collection_id.is_some()),
+        ("models_dir", raw.models_dir.is_some()),
+    ];
+    for (field, is_set) in present {
+        if is_set && !allowed.contains(&field) {
+            problems.push(problem(format!("{path}.{field}"), format!("not a setting of kind {k}")));
+        }
+    }
+    let kind = match k {
+        "didit" => ProviderKind::Didit {
+            base_url: url(raw.base_url, path, k, problems)?,
+            api_key: secret(raw.api_key, path, "api_key", k, problems)?,
+            save_api_request: raw.save_api_request.unwrap_or(false),
+            rotate_image: raw.rotate_image,
+        },
+        "kairos" => {
+            let base_url = url(raw.base_url, path, k, problems);
+            let app_id = secret(raw.app_id, path, "app_id", k, problems);
+            let app_key = secret(raw.app_key, path, "app_key", k, problems);
+            let p = raw.path.unwrap_or_else(|| "/v0.2/liveness-verification".to_owned());
+            if !p.starts_with('/') {
+                problems.push(problem(format!("{path}.path"), "must start with /"));
+            }
+            ProviderKind::Kairos {
+                base_url: base_url?,
+                path: p,
+                app_id: app_id?,
+                app_key: app_key?,
+                header_style: raw.header_style.unwrap_or(HeaderStyle::Both),
+            }
+        }
+        "collections" => {
+            let base_url = url(raw.base_url, path, k, problems);
+            let api_key = secret(raw.api_key, path, "api_key", k, problems);
+            let collection_id = required(raw.collection_id, path, "collection_id", k, problems);
+            ProviderKind::Collections { base_url: base_url?, api_key: api_key?, collection_id: collection_id? }
+        }
+        _ => ProviderKind::Embedded { models_dir: raw.models_dir },
+    };
+    (problems.len() == before).then(|| ProviderSpec {
+        name: name.to_owned(),
+        timeout: Duration::from_millis(timeout_ms),
+        kind,
+    })
+}
+
+fn tenant(
+    id: &str,
+    raw: RawTenant,
+    path: &str,
+    providers: &std::collections::BTreeSet<String>,
+    seen_keys: &mut HashMap<KeyHash, String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Tenant> {
+    let before = problems.len();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        problems.push(problem(path, "tenant ids may contain only letters, digits, '-' and '_'"));
+    }
+    let mut keys = Vec::new();
+    if raw.keys.is_empty() {
+        problems.push(problem(format!("{path}.keys"), "at least one key hash is required"));
+    }
+    for (i, k) in raw.keys.iter().enumerate() {
+        match KeyHash::parse(k) {
+            Ok(h) => {
+                if let Some(other) = seen_keys.insert(h.clone(), id.to_owned()) {
+                    problems.push(problem(format!("{path}.keys[{i}]"), format!("key already used by tenant {other:?}")));
+                }
+                keys.push(h);
+            }
+            Err(e) => problems.push(problem(format!("{path}.keys[{i}]"), e)),
+        }
+    }
+    if !(0.0..=1.0).contains(&raw.threshold) {
+        problems.push(problem(format!("{path}.threshold"), "must be between 0 and 1"));
+    }
+    if let Some(b) = raw.review_band
+        && !(0.0..=1.0).contains(&b)
+    {
+        problems.push(problem(format!("{path}.review_band"), "must be between 0 and 1"));
+    }
+    let r = raw.routing;
+    if r.providers.is_empty() {
+        problems.push(problem(format!("{path}.routing.providers"), "at least one provider is required"));
+    }
+    if r.strategy == Strategy::Single && r.providers.len() > 1 {
+        problems.push(problem(format!("{path}.routing.providers"), "strategy single takes exactly one provider"));
+    }
+    for (i, p) in r.providers.iter().enumerate() {
+        if !providers.contains(p) {
+            problems.push(problem(format!("{path}.routing.providers[{i}]"), format!("unknown provider {p:?}")));
+        }
+    }
+    let mut warning_actions: HashMap<String, WarningAction> = HashMap::new();
+    for c in DEFAULT_DECLINE {
+        warning_actions.insert(c.to_owned(), WarningAction::Decline);
+    }
+    for c in DEFAULT_REVIEW {
+        warning_actions.insert(c.to_owned(), WarningAction::Review);
+    }
+    for (code, action) in raw.warnings {
+        if code.is_empty() || !code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+            problems.push(problem(format!("{path}.warnings.{code}"), "warning codes are UPPER_SNAKE_CASE"));
+        }
+        warning_actions.insert(code, action);
+    }
+    (problems.len() == before).then(|| Tenant {
+        id: id.to_owned(),
+        keys,
+        threshold: raw.threshold,
+        review_band: raw.review_band,
+        routing: Routing { strategy: r.strategy, providers: r.providers },
+        warning_actions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+providers:
+  didit: { kind: didit, base_url: "http://127.0.0.1:9101", api_key: "${DIDIT_API_KEY}", timeout_ms: 5000 }
+tenants:
+  acme:
+    keys: ["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+    threshold: 0.8
+    routing: { strategy: single, providers: [didit] }
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "DIDIT_API_KEY").then(|| "k-123".to_owned())
+    }
+
+    #[test]
+    fn issue_example_loads() {
+        let c = Config::parse(EXAMPLE, &env).expect("valid");
+        let t = &c.tenants["acme"];
+        assert_eq!(t.threshold, 0.8);
+        assert_eq!(t.keys[0], KeyHash::of_key("foo"));
+        match &c.providers["didit"].kind {
+            ProviderKind::Didit { api_key, .. } => assert_eq!(api_key.expose(), "k-123"),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.hash.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn missing_env_var_is_named() {
+        let err = Config::parse(EXAMPLE, &|_| None).expect_err("invalid");
+        let ConfigError::Invalid(p) = err else { panic!() };
+        assert_eq!(p[0].to_string(), "providers.didit.api_key: environment variable DIDIT_API_KEY is not set");
+    }
+
+    #[test]
+    fn interpolation_is_value_only() {
+        assert_eq!(substitute("a${X}b$${Y}", &|_| Some("1".into())).expect("ok"), "a1b${Y}");
+        assert!(substitute("${X}", &|_| Some("a\nb".into())).is_err());
+        assert_eq!(substitute("cost $5", &|_| None).expect("ok"), "cost $5");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = r#"
+providers:
+  didit: { kind: didit, base_url: "ftp://x", api_key: "k", colour: blue }
+  kai: { kind: kairos, base_url: "http://k" }
+tenants:
+  acme:
+    keys: ["sha256:nothex"]
+    threshold: 1.5
+    routing: { strategy: single, providers: [ditid] }
+  beta:
+    keys: []
+    routing: { strategy: sideways, providers: [didit] }
+"#;
+        let ConfigError::Invalid(p) = Config::parse(text, &env).expect_err("invalid") else { panic!() };
+        let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+        assert!(has("providers.didit.colour: unknown field"), "{lines:#?}");
+        assert!(has("providers.kai.app_id: required"), "{lines:#?}");
+        assert!(has("providers.kai.app_key: required"), "{lines:#?}");
+        assert!(has("tenants.acme.keys[0]:"), "{lines:#?}");
+        assert!(has("tenants.acme.threshold:"), "{lines:#?}");
+        assert!(has("tenants.acme.routing.providers[0]: unknown provider \"ditid\""), "{lines:#?}");
+        assert!(has("tenants.beta.routing.strategy: unknown variant"), "{lines:#?}");
+    }
+}

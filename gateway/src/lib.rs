@@ -1,0 +1,15 @@
+//! livegate: one endpoint for passive face-liveness checks, routed per tenant to Didit,
+//! Kairos, a collections engine or the built-in engine, with one normalized verdict.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod intake;
+pub mod keys;
+pub mod openapi;
+pub mod policy;
+pub mod problem;
+pub mod routing;
+pub mod runtime;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,201 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use livegate::app::{AppState, router};
+use livegate::config::{Config, ConfigError};
+use livegate::runtime::Runtime;
+use livegate::store;
+
+/// Default store when DATABASE_URL is unset: a SQLite file in the working directory.
+const DEFAULT_DATABASE_URL: &str = "sqlite:livegate.db";
+
+#[derive(Parser)]
+#[command(name = "livegate", version, about = "One endpoint for passive face-liveness checks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// YAML config file.
+        #[arg(long, env = "LIVEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, env = "LIVEGATE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
+    /// Validate a config file: exit 0 when valid, 2 with every problem listed.
+    CheckConfig { file: PathBuf },
+    /// Apply database migrations.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run upstream simulators (for tests and demos), any subset in one process.
+    Simulate {
+        #[arg(long, value_name = "ADDR")]
+        didit: Option<SocketAddr>,
+        #[arg(long, value_name = "ADDR")]
+        kairos: Option<SocketAddr>,
+        #[arg(long, value_name = "ADDR")]
+        collections: Option<SocketAddr>,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh API key and the `sha256:` hash to paste into YAML.
+    New,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LIVEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let text = std::env::var("LIVEGATE_LOG_FORMAT").is_ok_and(|v| v == "text");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if text {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Keys { command: KeysCommand::New } => {
+            let (key, hash) = livegate::keys::new_key();
+            println!("key:  {key}");
+            println!("hash: {hash}");
+            ExitCode::SUCCESS
+        }
+        Command::Openapi => {
+            print!("{}", livegate::openapi::yaml());
+            ExitCode::SUCCESS
+        }
+        other => {
+            init_logging();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(other)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            println!("{}: valid ({} providers, {} tenants, {})", file.display(), c.providers.len(), c.tenants.len(), c.hash);
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            eprintln!("{}: {} problem(s)", file.display(), problems.len());
+            for p in problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve { config, listen, database_url } => serve(config, listen, &database_url).await,
+        Command::Migrate { database_url } => {
+            let s = store::connect(&database_url).await.context("opening the database")?;
+            s.migrate().await.context("migrating")?;
+            println!("migrations applied to {}", store::redact_url(&database_url));
+            Ok(())
+        }
+        Command::Simulate { didit, kairos, collections } => simulate(didit, kairos, collections).await,
+        Command::CheckConfig { .. } | Command::Keys { .. } | Command::Openapi => Ok(()),
+    }
+}
+
+async fn serve(config: Option<PathBuf>, listen: SocketAddr, database_url: &str) -> anyhow::Result<()> {
+    let Some(path) = config else {
+        anyhow::bail!("no config file: pass --config FILE or set LIVEGATE_CONFIG");
+    };
+    let config = Config::load(&path)?;
+    let store = store::connect(database_url).await.context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    let runtime = Runtime::build(config, None)?;
+    let state = AppState::new(runtime, store);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, database = %store::redact_url(database_url), "livegate listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn simulate(
+    didit: Option<SocketAddr>,
+    kairos: Option<SocketAddr>,
+    collections: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    use livegate_simulators as sims;
+    if didit.is_none() && kairos.is_none() && collections.is_none() {
+        anyhow::bail!("name at least one simulator: --didit ADDR, --kairos ADDR or --collections ADDR");
+    }
+    let all = [("didit", didit, sims::didit::router as fn() -> axum::Router), ("kairos", kairos, sims::kairos::router), ("collections", collections, sims::collections::router)];
+    for (name, addr, make) in all {
+        if let Some(addr) = addr {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} for {name}"))?;
+            println!("{name} simulator on http://{}", listener.local_addr()?);
+            sims::serve(listener, make()).await?;
+        }
+    }
+    shutdown_signal().await;
+    Ok(())
+}

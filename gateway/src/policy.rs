@@ -1,0 +1,152 @@
+//! The tenant's decision: livegate re-applies the tenant threshold to the normalized score and
+//! applies the tenant's warning actions, so a lenient upstream cannot approve what the tenant
+//! would decline.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use livegate_providers::{ProviderAnswer, UpstreamDecision, Warning, WarningCode};
+
+use crate::config::{Tenant, WarningAction};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Review,
+    Declined,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Review => "review",
+            Decision::Declined => "declined",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "approved" => Some(Decision::Approved),
+            "review" => Some(Decision::Review),
+            "declined" => Some(Decision::Declined),
+            _ => None,
+        }
+    }
+
+    /// The stricter of two decisions (declined > review > approved).
+    fn at_least(self, other: Decision) -> Decision {
+        self.max(other)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub decision: Decision,
+    pub warnings: Vec<Warning>,
+}
+
+/// Decide on one provider answer under the tenant's policy and the effective threshold.
+pub fn decide(tenant: &Tenant, threshold: f64, answer: &ProviderAnswer) -> Judgement {
+    let mut warnings = answer.warnings.clone();
+    let ensure = |warnings: &mut Vec<Warning>, code: WarningCode| {
+        if !warnings.iter().any(|w| w.code == code) {
+            warnings.push(Warning::new(code));
+        }
+    };
+    if answer.spoof_type.is_some() {
+        ensure(&mut warnings, WarningCode::LivenessFaceAttack);
+    }
+
+    let mut decision = match answer.score {
+        // No score means nothing to approve: the warnings (no face, ...) say why.
+        None => Decision::Declined,
+        Some(s) if s >= threshold => {
+            // The upstream judged with its own threshold; livegate's is the one that counts.
+            warnings.retain(|w| w.code != WarningCode::LowLivenessScore);
+            Decision::Approved
+        }
+        Some(s) => {
+            ensure(&mut warnings, WarningCode::LowLivenessScore);
+            match tenant.review_band {
+                Some(band) if s >= threshold - band => Decision::Review,
+                _ => Decision::Declined,
+            }
+        }
+    };
+    if answer.upstream_decision == Some(UpstreamDecision::Review) {
+        decision = decision.at_least(Decision::Review);
+    }
+    for w in &warnings {
+        if w.code == WarningCode::LowLivenessScore {
+            continue; // Already reflected by the threshold and review band above.
+        }
+        match tenant.warning_actions.get(w.code.as_str()) {
+            Some(WarningAction::Decline) => decision = decision.at_least(Decision::Declined),
+            Some(WarningAction::Review) => decision = decision.at_least(Decision::Review),
+            Some(WarningAction::Ignore) | None => {}
+        }
+    }
+    Judgement { decision, warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use livegate_providers::{RawExchange, SpoofType};
+
+    use super::*;
+    use crate::config::{Routing, Strategy};
+
+    fn tenant(review_band: Option<f64>) -> Tenant {
+        let mut warning_actions = HashMap::new();
+        for c in crate::config::DEFAULT_DECLINE {
+            warning_actions.insert(c.to_owned(), WarningAction::Decline);
+        }
+        warning_actions.insert("MULTIPLE_FACES_DETECTED".to_owned(), WarningAction::Review);
+        Tenant {
+            id: "t".into(),
+            keys: vec![],
+            threshold: 0.8,
+            review_band,
+            routing: Routing { strategy: Strategy::Single, providers: vec!["p".into()] },
+            warning_actions,
+        }
+    }
+
+    fn answer(score: Option<f64>, codes: &[WarningCode]) -> ProviderAnswer {
+        ProviderAnswer {
+            score,
+            upstream_decision: Some(UpstreamDecision::Approved),
+            spoof_type: None,
+            face: None,
+            faces_detected: 1,
+            warnings: codes.iter().cloned().map(Warning::new).collect(),
+            provider_request_id: None,
+            raw: RawExchange::default(),
+        }
+    }
+
+    #[test]
+    fn upstream_approval_below_threshold_is_declined() {
+        let j = decide(&tenant(None), 0.8, &answer(Some(0.7), &[]));
+        assert_eq!(j.decision, Decision::Declined);
+        assert_eq!(j.warnings[0].code, WarningCode::LowLivenessScore);
+    }
+
+    #[test]
+    fn review_band_and_actions() {
+        assert_eq!(decide(&tenant(Some(0.1)), 0.8, &answer(Some(0.75), &[])).decision, Decision::Review);
+        assert_eq!(decide(&tenant(Some(0.1)), 0.8, &answer(Some(0.65), &[])).decision, Decision::Declined);
+        let multi = answer(Some(0.9), &[WarningCode::MultipleFacesDetected]);
+        assert_eq!(decide(&tenant(None), 0.8, &multi).decision, Decision::Review);
+        let mut spoof = answer(Some(0.9), &[]);
+        spoof.spoof_type = Some(SpoofType::Print);
+        let j = decide(&tenant(None), 0.8, &spoof);
+        assert_eq!(j.decision, Decision::Declined);
+        assert_eq!(j.warnings[0].code, WarningCode::LivenessFaceAttack);
+        assert_eq!(decide(&tenant(None), 0.8, &answer(None, &[WarningCode::NoFaceDetected])).decision, Decision::Declined);
+    }
+}

@@ -1,0 +1,90 @@
+//! The live configuration with everything built from it (key index, provider clients). Swapped
+//! whole on reload so a request keeps the runtime it started with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use livegate_providers::Provider;
+
+use crate::config::{Config, KeyHash, ProviderKind, ProviderSpec, Tenant};
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    keys: HashMap<KeyHash, String>,
+    admin_keys: Vec<KeyHash>,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("provider {name}: {message}")]
+pub struct BuildError {
+    pub name: String,
+    pub message: String,
+}
+
+/// Builds the in-process engine provider; supplied by the binary so tests can share one engine.
+pub type EmbeddedFactory = dyn Fn(&ProviderSpec) -> Result<Arc<dyn Provider>, String> + Send + Sync;
+
+impl Runtime {
+    pub fn build(config: Config, embedded: Option<&EmbeddedFactory>) -> Result<Runtime, BuildError> {
+        let mut providers = HashMap::new();
+        for (name, spec) in &config.providers {
+            let p = build_provider(spec, embedded)
+                .map_err(|message| BuildError { name: name.clone(), message })?;
+            providers.insert(name.clone(), p);
+        }
+        let mut keys = HashMap::new();
+        for t in config.tenants.values() {
+            for k in &t.keys {
+                keys.insert(k.clone(), t.id.clone());
+            }
+        }
+        Ok(Runtime {
+            admin_keys: config.admin_keys.clone(),
+            config,
+            keys,
+            providers,
+            loaded_at: chrono::Utc::now(),
+        })
+    }
+
+    pub fn tenant_for_key(&self, key: &str) -> Option<&Tenant> {
+        let id = self.keys.get(&KeyHash::of_key(key))?;
+        self.config.tenants.get(id)
+    }
+
+    pub fn is_admin_key(&self, key: &str) -> bool {
+        self.admin_keys.contains(&KeyHash::of_key(key))
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(name)
+    }
+}
+
+fn build_provider(spec: &ProviderSpec, embedded: Option<&EmbeddedFactory>) -> Result<Arc<dyn Provider>, String> {
+    use livegate_providers::didit::{Didit, DiditConfig};
+    match &spec.kind {
+        ProviderKind::Didit { base_url, api_key, save_api_request, rotate_image } => {
+            let p = Didit::new(DiditConfig {
+                name: spec.name.clone(),
+                base_url: base_url.clone(),
+                api_key: api_key.clone(),
+                timeout: spec.timeout,
+                save_api_request: *save_api_request,
+                rotate_image: *rotate_image,
+            })
+            .map_err(|e| e.message)?;
+            Ok(Arc::new(p))
+        }
+        ProviderKind::Kairos { .. } | ProviderKind::Collections { .. } => {
+            Err(format!("provider kind {} is not available in this build", spec.kind.name()))
+        }
+        ProviderKind::Embedded { .. } => match embedded {
+            Some(f) => f(spec),
+            None => Err("the built-in engine is not available".to_owned()),
+        },
+    }
+}

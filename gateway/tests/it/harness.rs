@@ -1,0 +1,225 @@
+//! Test harness: a gateway on a port-0 listener, backed by SQLite or Postgres, in front of the
+//! simulators; a client whose calls return status + JSON; direct store access for row checks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use livegate::app::{AppState, router};
+use livegate::config::{Config, KeyHash};
+use livegate::runtime::Runtime;
+use livegate::store::{self, DynStore, PgStore};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const ACME_KEY: &str = "lg_test_acme_key_0123456789";
+pub const BETA_KEY: &str = "lg_test_beta_key_9876543210";
+pub const DIDIT_SECRET: &str = "didit-secret-value-4242";
+
+pub fn postgres_url() -> String {
+    std::env::var("LIVEGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh, isolated store. Postgres tests fail loudly under CI when the server is missing,
+/// and are skipped (with a note) on a developer machine without one.
+pub async fn open_store(backend: Backend) -> Option<DynStore> {
+    let s: DynStore = match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("livegate-test-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let url = format!("sqlite:{}", dir.join("t.db").display());
+            store::connect(&url).await.expect("sqlite store")
+        }
+        Backend::Postgres => {
+            let schema = format!("lg_test_{}", uuid::Uuid::new_v4().simple());
+            match PgStore::connect_in_schema(&postgres_url(), &schema).await {
+                Ok(s) => Arc::new(s),
+                Err(e) if std::env::var_os("CI").is_none() => {
+                    eprintln!("SKIPPED: Postgres not reachable at {} ({e}); set CI=1 to make this fatal", postgres_url());
+                    return None;
+                }
+                Err(e) => panic!("Postgres is required under CI but not reachable at {}: {e}", postgres_url()),
+            }
+        }
+    };
+    s.migrate().await.expect("migrate");
+    Some(s)
+}
+
+pub struct Harness {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: DynStore,
+    pub didit: String,
+    pub state: AppState,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+/// The default test config: tenants `acme` (threshold 0.8) and `beta`, both on Didit.
+pub fn default_yaml(didit: &str) -> String {
+    format!(
+        r#"
+providers:
+  didit: {{ kind: didit, base_url: "{didit}", api_key: "${{TEST_DIDIT_KEY}}", timeout_ms: 1500 }}
+limits: {{ max_pixels: 4000000 }}
+tenants:
+  acme:
+    keys: ["{acme}"]
+    threshold: 0.8
+    routing: {{ strategy: single, providers: [didit] }}
+  beta:
+    keys: ["{beta}"]
+    threshold: 0.5
+    routing: {{ strategy: single, providers: [didit] }}
+"#,
+        acme = KeyHash::of_key(ACME_KEY),
+        beta = KeyHash::of_key(BETA_KEY),
+    )
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Option<Harness> {
+        Self::start_with(backend, default_yaml).await
+    }
+
+    pub async fn start_with(backend: Backend, yaml: impl FnOnce(&str) -> String) -> Option<Harness> {
+        let store = open_store(backend).await?;
+        let didit_addr = livegate_simulators::spawn(livegate_simulators::didit::router()).await.expect("sim");
+        let didit = format!("http://{didit_addr}");
+        let text = yaml(&didit);
+        let config = Config::parse(&text, &|name| (name == "TEST_DIDIT_KEY").then(|| DIDIT_SECRET.to_owned()))
+            .expect("test config");
+        let runtime = Runtime::build(config, None).expect("runtime");
+        let state = AppState::new(runtime, store.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let app = router(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Some(Harness { base: format!("http://{addr}"), client: reqwest::Client::new(), store, didit, state })
+    }
+
+    pub async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply { status, headers, body }
+    }
+
+    /// Multipart `POST /v1/liveness` with the image in `field` and extra text fields.
+    pub async fn liveness(&self, key: &str, field: &str, image: Vec<u8>, fields: &[(&str, &str)]) -> Reply {
+        let mut form = reqwest::multipart::Form::new()
+            .part(field.to_owned(), reqwest::multipart::Part::bytes(image).file_name("selfie.jpg"));
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let resp = self
+            .client
+            .post(format!("{}/v1/liveness", self.base))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send");
+        Self::reply(resp).await
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Reply {
+        let resp = self.client.get(format!("{}{path}", self.base)).header("x-api-key", key).send().await.expect("send");
+        Self::reply(resp).await
+    }
+
+    pub async fn sim_rule(&self, respond: Value) {
+        let resp = self
+            .client
+            .post(format!("{}/_sim/rules", self.didit))
+            .json(&json!({ "respond": respond }))
+            .send()
+            .await
+            .expect("rule");
+        assert_eq!(resp.status().as_u16(), 201, "rule rejected: {}", resp.text().await.unwrap_or_default());
+    }
+
+    pub async fn sim_requests(&self) -> Vec<Value> {
+        let v: Value = self.client.get(format!("{}/_sim/requests", self.didit)).send().await.expect("requests").json().await.expect("json");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The stored row and attempts behind an answer's id.
+    pub async fn row(&self, tenant: &str, id: &str) -> (livegate::store::VerificationRecord, Vec<livegate::store::AttemptRecord>) {
+        let id = uuid::Uuid::parse_str(id).expect("uuid");
+        let v = self.store.get_verification(tenant, id).await.expect("row");
+        let a = self.store.attempts(id).await.expect("attempts");
+        (v, a)
+    }
+
+    /// The newest row of a tenant (for failures, whose problem body has no verification id).
+    pub async fn last_row(&self, tenant: &str) -> (livegate::store::VerificationRecord, Vec<livegate::store::AttemptRecord>) {
+        let f = livegate::store::ListFilter { limit: 1, ..Default::default() };
+        let rows = self.store.list_verifications(tenant, &f).await.expect("list");
+        let v = rows.into_iter().next().expect("a row was written");
+        let a = self.store.attempts(v.id).await.expect("attempts");
+        (v, a)
+    }
+
+    pub async fn row_count(&self, tenant: &str) -> usize {
+        let f = livegate::store::ListFilter { limit: 200, ..Default::default() };
+        self.store.list_verifications(tenant, &f).await.expect("list").len()
+    }
+}
+
+/// A 640x480 JPEG whose content (and so SHA-256) depends on `seed`.
+pub fn jpeg(seed: u8) -> Vec<u8> {
+    encode(640, 480, seed, image::ImageFormat::Jpeg)
+}
+
+pub fn encode(w: u32, h: u32, seed: u8, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x as u8).wrapping_add(seed), (y as u8).wrapping_mul(3), seed.wrapping_mul(7)])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+/// Run one async test case against a backend; Postgres cases are skipped when unavailable.
+#[macro_export]
+macro_rules! store_cases {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(h) = $crate::harness::Harness::start($crate::harness::Backend::Sqlite).await {
+                        super::$case(h).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(h) = $crate::harness::Harness::start($crate::harness::Backend::Postgres).await {
+                        super::$case(h).await;
+                    }
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,7 @@
+//! HTTP-level tests: requests in, rows in the database and HTTP out.
+
+mod cli;
+pub mod harness;
+mod liveness;
+mod openapi_drift;
+mod read_api;

@@ -1,0 +1,116 @@
+use std::time::Duration;
+
+/// Why a provider call produced no verdict. The kind decides the problem code the tenant sees
+/// and whether another attempt (or another provider) may help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Upstream HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// Upstream body, kept verbatim for the attempt row.
+    pub raw_body: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The upstream rejected the image or parameters (400/422): every provider would.
+    BadInput,
+    /// Our credentials were refused.
+    AuthFailed,
+    /// The vendor account is out of credits.
+    OutOfCredits,
+    /// A plan or usage limit was reached (Kairos' 403).
+    UsageLimit,
+    /// The upstream throttled us (429).
+    RateLimited,
+    /// The upstream failed (5xx).
+    Unavailable,
+    Timeout,
+    /// No connection could be made.
+    Unreachable,
+    /// A 2xx whose body we could not understand, or an unknown status value.
+    BadResponse,
+    /// The image cannot be sent to this provider (format, size), even after adaptation.
+    Unsupported,
+    /// The provider is saturated locally (queue full, concurrency cap, open circuit).
+    Overloaded,
+}
+
+impl ErrorKind {
+    /// The stable problem `code` (ARCHITECTURE §7).
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "provider_rejected_input",
+            ErrorKind::AuthFailed => "provider_auth_failed",
+            ErrorKind::OutOfCredits => "provider_out_of_credits",
+            ErrorKind::UsageLimit => "provider_usage_limit",
+            ErrorKind::RateLimited => "provider_rate_limited",
+            ErrorKind::Unavailable => "provider_unavailable",
+            ErrorKind::Timeout => "provider_timeout",
+            ErrorKind::Unreachable => "provider_unreachable",
+            ErrorKind::BadResponse => "provider_bad_response",
+            ErrorKind::Unsupported => "provider_unsupported_image",
+            ErrorKind::Overloaded => "provider_overloaded",
+        }
+    }
+
+    /// The HTTP status livegate answers with when this is the last cause.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BadInput | ErrorKind::Unsupported => 422,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Unavailable | ErrorKind::Overloaded | ErrorKind::RateLimited => 503,
+            ErrorKind::AuthFailed
+            | ErrorKind::OutOfCredits
+            | ErrorKind::UsageLimit
+            | ErrorKind::Unreachable
+            | ErrorKind::BadResponse => 502,
+        }
+    }
+
+    /// Whether another provider (or a later try) may succeed where this one failed.
+    pub fn retryable(self) -> bool {
+        !matches!(self, ErrorKind::BadInput)
+    }
+}
+
+impl ProviderError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), status: None, raw_body: None, retry_after: None }
+    }
+
+    pub fn with_response(mut self, status: u16, body: impl Into<String>) -> Self {
+        self.status = Some(status);
+        self.raw_body = Some(body.into());
+        self
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    /// Classify a transport error from reqwest.
+    pub fn from_transport(err: &reqwest::Error) -> Self {
+        if err.is_timeout() {
+            ProviderError::new(ErrorKind::Timeout, "the provider did not answer in time")
+        } else if err.is_connect() {
+            ProviderError::new(ErrorKind::Unreachable, "could not connect to the provider")
+        } else {
+            ProviderError::new(ErrorKind::Unreachable, format!("transport error: {}", without_url(err)))
+        }
+    }
+}
+
+/// reqwest errors embed the URL; keep messages free of it so query-string secrets never leak.
+fn without_url(err: &reqwest::Error) -> String {
+    let mut owned = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    while let Some(s) = source {
+        owned = s.to_string();
+        source = s.source();
+    }
+    if owned.is_empty() { "request failed".into() } else { owned }
+}
