@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use axum::Router;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 
 use crate::config::Tenant;
 use crate::problem::{ApiError, REQUEST_ID};
@@ -25,7 +25,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(runtime: Runtime, store: DynStore) -> Self {
-        Self { runtime: Arc::new(ArcSwap::from_pointee(runtime)), store }
+        Self {
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            store,
+        }
     }
 }
 
@@ -57,7 +60,10 @@ async fn request_id(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let mut resp = REQUEST_ID
-        .scope(id.clone(), tracing::Instrument::instrument(next.run(req), span))
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(next.run(req), span),
+        )
         .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
@@ -67,7 +73,11 @@ async fn request_id(req: Request, next: Next) -> Response {
 
 /// The API key from `Authorization: Bearer <key>` or `X-API-Key`.
 pub fn presented_key(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let mut it = v.splitn(2, ' ');
         if let (Some(scheme), Some(token)) = (it.next(), it.next())
             && scheme.eq_ignore_ascii_case("bearer")
@@ -94,17 +104,28 @@ pub struct Caller {
 
 impl Caller {
     pub fn tenant(&self) -> Result<&Tenant, ApiError> {
-        self.runtime.config.tenants.get(&self.tenant_id).ok_or_else(ApiError::unauthorized)
+        self.runtime
+            .config
+            .tenants
+            .get(&self.tenant_id)
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
         let runtime = state.runtime.load_full();
-        let tenant_id = runtime.tenant_for_key(&key).ok_or_else(ApiError::unauthorized)?.id.clone();
+        let tenant_id = runtime
+            .tenant_for_key(&key)
+            .ok_or_else(ApiError::unauthorized)?
+            .id
+            .clone();
         Ok(Caller { runtime, tenant_id })
     }
 }

@@ -38,7 +38,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
 }
@@ -62,7 +65,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_image_bytes: DEFAULT_MAX_IMAGE_BYTES, max_pixels: DEFAULT_MAX_PIXELS }
+        Self {
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
     }
 }
 
@@ -76,7 +82,12 @@ pub struct ProviderSpec {
 
 #[derive(Debug, Clone)]
 pub enum ProviderKind {
-    Didit { base_url: String, api_key: Secret, save_api_request: bool, rotate_image: Option<bool> },
+    Didit {
+        base_url: String,
+        api_key: Secret,
+        save_api_request: bool,
+        rotate_image: Option<bool>,
+    },
     Kairos {
         base_url: String,
         path: String,
@@ -84,8 +95,14 @@ pub enum ProviderKind {
         app_key: Secret,
         header_style: HeaderStyle,
     },
-    Collections { base_url: String, api_key: Secret, collection_id: String },
-    Embedded { models_dir: Option<PathBuf> },
+    Collections {
+        base_url: String,
+        api_key: Secret,
+        collection_id: String,
+    },
+    Embedded {
+        models_dir: Option<PathBuf>,
+    },
 }
 
 impl ProviderKind {
@@ -120,11 +137,12 @@ impl KeyHash {
         let hex_part = s
             .strip_prefix("sha256:")
             .ok_or_else(|| format!("key hash {s:?} must look like \"sha256:<64 hex>\""))?;
-        let bytes = hex::decode(hex_part)
-            .map_err(|_| "key hash must be 64 lowercase hex characters after \"sha256:\"".to_owned())?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| "key hash must be 64 hex characters (32 bytes) after \"sha256:\"".to_owned())?;
+        let bytes = hex::decode(hex_part).map_err(|_| {
+            "key hash must be 64 lowercase hex characters after \"sha256:\"".to_owned()
+        })?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            "key hash must be 64 hex characters (32 bytes) after \"sha256:\"".to_owned()
+        })?;
         Ok(KeyHash(arr))
     }
 }
@@ -236,14 +254,20 @@ struct RawLimits {
 }
 
 /// Warning codes that decline by default, as the Didit document auto-declines them.
-pub const DEFAULT_DECLINE: [&str; 4] =
-    ["NO_FACE_DETECTED", "LIVENESS_FACE_ATTACK", "FACE_IN_BLOCKLIST", "POSSIBLE_FACE_IN_BLOCKLIST"];
+pub const DEFAULT_DECLINE: [&str; 4] = [
+    "NO_FACE_DETECTED",
+    "LIVENESS_FACE_ATTACK",
+    "FACE_IN_BLOCKLIST",
+    "POSSIBLE_FACE_IN_BLOCKLIST",
+];
 pub const DEFAULT_REVIEW: [&str; 1] = ["MULTIPLE_FACES_DETECTED"];
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text, &|name| std::env::var(name).ok())
     }
 
@@ -283,7 +307,9 @@ impl Config {
         let mut seen_keys: HashMap<KeyHash, String> = HashMap::new();
         for (id, v) in root.tenants {
             let path = format!("tenants.{id}");
-            let Some(raw) = typed::<RawTenant>(v, &path, &mut problems) else { continue };
+            let Some(raw) = typed::<RawTenant>(v, &path, &mut problems) else {
+                continue;
+            };
             if let Some(t) = tenant(&id, raw, &path, &declared, &mut seen_keys, &mut problems) {
                 tenants.insert(id, t);
             }
@@ -317,7 +343,13 @@ impl Config {
         }
 
         if problems.is_empty() {
-            Ok(Config { providers, tenants, admin_keys, limits, hash })
+            Ok(Config {
+                providers,
+                tenants,
+                admin_keys,
+                limits,
+                hash,
+            })
         } else {
             Err(ConfigError::Invalid(problems))
         }
@@ -325,7 +357,10 @@ impl Config {
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem { path: path.into(), message: message.into() }
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 fn join(prefix: &str, rest: &str) -> String {
@@ -338,7 +373,11 @@ fn join(prefix: &str, rest: &str) -> String {
 }
 
 /// Deserialize one subtree, reporting a failure with the full path of the offending field.
-fn typed<T: serde::de::DeserializeOwned>(v: Value, prefix: &str, problems: &mut Vec<Problem>) -> Option<T> {
+fn typed<T: serde::de::DeserializeOwned>(
+    v: Value,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -355,16 +394,17 @@ fn typed<T: serde::de::DeserializeOwned>(v: Value, prefix: &str, problems: &mut 
 
 /// Replace `${NAME}` inside string values. `$${` is a literal `${`. Substitution never
 /// changes the YAML structure, and a missing variable is an error, never an empty string.
-fn interpolate(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+fn interpolate(
+    v: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
     match v {
-        Value::String(s) => {
-            if s.contains('$') {
-                match substitute(s, env) {
-                    Ok(out) => *s = out,
-                    Err(msg) => problems.push(problem(path, msg)),
-                }
-            }
-        }
+        Value::String(s) if s.contains('$') => match substitute(s, env) {
+            Ok(out) => *s = out,
+            Err(msg) => problems.push(problem(path, msg)),
+        },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 interpolate(item, &format!("{path}[{i}]"), env, problems);
@@ -374,7 +414,10 @@ fn interpolate(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, 
             for (k, item) in map.iter_mut() {
                 let key = match k {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_owned(),
+                    other => serde_yaml_ng::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
                 };
                 interpolate(item, &join(path, &key), env, problems);
             }
@@ -394,12 +437,15 @@ fn substitute(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}').ok_or_else(|| "unterminated ${ in value".to_owned())?;
+            let end = tail
+                .find('}')
+                .ok_or_else(|| "unterminated ${ in value".to_owned())?;
             let name = &tail[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid environment variable name {name:?}"));
             }
-            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value =
+                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             if value.contains('\n') {
                 return Err(format!("environment variable {name} contains a newline"));
             }
@@ -414,9 +460,18 @@ fn substitute(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     Ok(out)
 }
 
-fn required<T>(v: Option<T>, path: &str, field: &str, kind: &str, problems: &mut Vec<Problem>) -> Option<T> {
+fn required<T>(
+    v: Option<T>,
+    path: &str,
+    field: &str,
+    kind: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     if v.is_none() {
-        problems.push(problem(format!("{path}.{field}"), format!("required for kind {kind}")));
+        problems.push(problem(
+            format!("{path}.{field}"),
+            format!("required for kind {kind}"),
+        ));
     }
     v
 }
@@ -424,13 +479,22 @@ fn required<T>(v: Option<T>, path: &str, field: &str, kind: &str, problems: &mut
 fn url(v: Option<String>, path: &str, kind: &str, problems: &mut Vec<Problem>) -> Option<String> {
     let u = required(v, path, "base_url", kind, problems)?;
     if !(u.starts_with("http://") || u.starts_with("https://")) {
-        problems.push(problem(format!("{path}.base_url"), format!("{u:?} is not an http(s) URL")));
+        problems.push(problem(
+            format!("{path}.base_url"),
+            format!("{u:?} is not an http(s) URL"),
+        ));
         return None;
     }
     Some(u.trim_end_matches('/').to_owned())
 }
 
-fn secret(v: Option<String>, path: &str, field: &str, kind: &str, problems: &mut Vec<Problem>) -> Option<Secret> {
+fn secret(
+    v: Option<String>,
+    path: &str,
+    field: &str,
+    kind: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Secret> {
     let s = required(v, path, field, kind, problems)?;
     if s.trim().is_empty() {
         problems.push(problem(format!("{path}.{field}"), "must not be empty"));
@@ -439,11 +503,19 @@ fn secret(v: Option<String>, path: &str, field: &str, kind: &str, problems: &mut
     Some(Secret::new(s))
 }
 
-fn provider_spec(name: &str, raw: RawProvider, path: &str, problems: &mut Vec<Problem>) -> Option<ProviderSpec> {
+fn provider_spec(
+    name: &str,
+    raw: RawProvider,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<ProviderSpec> {
     let before = problems.len();
     let timeout_ms = raw.timeout_ms.unwrap_or(10_000);
     if timeout_ms == 0 || timeout_ms > 120_000 {
-        problems.push(problem(format!("{path}.timeout_ms"), "must be between 1 and 120000"));
+        problems.push(problem(
+            format!("{path}.timeout_ms"),
+            "must be between 1 and 120000",
+        ));
     }
     let k = raw.kind.as_str();
     // Fields that mean nothing for this kind are a mistake worth reporting, not ignoring.
@@ -474,7 +546,10 @@ fn provider_spec(name: &str, raw: RawProvider, path: &str, problems: &mut Vec<Pr
     ];
     for (field, is_set) in present {
         if is_set && !allowed.contains(&field) {
-            problems.push(problem(format!("{path}.{field}"), format!("not a setting of kind {k}")));
+            problems.push(problem(
+                format!("{path}.{field}"),
+                format!("not a setting of kind {k}"),
+            ));
         }
     }
     let kind = match k {
@@ -488,7 +563,9 @@ fn provider_spec(name: &str, raw: RawProvider, path: &str, problems: &mut Vec<Pr
             let base_url = url(raw.base_url, path, k, problems);
             let app_id = secret(raw.app_id, path, "app_id", k, problems);
             let app_key = secret(raw.app_key, path, "app_key", k, problems);
-            let p = raw.path.unwrap_or_else(|| "/v0.2/liveness-verification".to_owned());
+            let p = raw
+                .path
+                .unwrap_or_else(|| "/v0.2/liveness-verification".to_owned());
             if !p.starts_with('/') {
                 problems.push(problem(format!("{path}.path"), "must start with /"));
             }
@@ -504,9 +581,15 @@ fn provider_spec(name: &str, raw: RawProvider, path: &str, problems: &mut Vec<Pr
             let base_url = url(raw.base_url, path, k, problems);
             let api_key = secret(raw.api_key, path, "api_key", k, problems);
             let collection_id = required(raw.collection_id, path, "collection_id", k, problems);
-            ProviderKind::Collections { base_url: base_url?, api_key: api_key?, collection_id: collection_id? }
+            ProviderKind::Collections {
+                base_url: base_url?,
+                api_key: api_key?,
+                collection_id: collection_id?,
+            }
         }
-        _ => ProviderKind::Embedded { models_dir: raw.models_dir },
+        _ => ProviderKind::Embedded {
+            models_dir: raw.models_dir,
+        },
     };
     (problems.len() == before).then(|| ProviderSpec {
         name: name.to_owned(),
@@ -524,18 +607,31 @@ fn tenant(
     problems: &mut Vec<Problem>,
 ) -> Option<Tenant> {
     let before = problems.len();
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        problems.push(problem(path, "tenant ids may contain only letters, digits, '-' and '_'"));
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        problems.push(problem(
+            path,
+            "tenant ids may contain only letters, digits, '-' and '_'",
+        ));
     }
     let mut keys = Vec::new();
     if raw.keys.is_empty() {
-        problems.push(problem(format!("{path}.keys"), "at least one key hash is required"));
+        problems.push(problem(
+            format!("{path}.keys"),
+            "at least one key hash is required",
+        ));
     }
     for (i, k) in raw.keys.iter().enumerate() {
         match KeyHash::parse(k) {
             Ok(h) => {
                 if let Some(other) = seen_keys.insert(h.clone(), id.to_owned()) {
-                    problems.push(problem(format!("{path}.keys[{i}]"), format!("key already used by tenant {other:?}")));
+                    problems.push(problem(
+                        format!("{path}.keys[{i}]"),
+                        format!("key already used by tenant {other:?}"),
+                    ));
                 }
                 keys.push(h);
             }
@@ -543,23 +639,38 @@ fn tenant(
         }
     }
     if !(0.0..=1.0).contains(&raw.threshold) {
-        problems.push(problem(format!("{path}.threshold"), "must be between 0 and 1"));
+        problems.push(problem(
+            format!("{path}.threshold"),
+            "must be between 0 and 1",
+        ));
     }
     if let Some(b) = raw.review_band
         && !(0.0..=1.0).contains(&b)
     {
-        problems.push(problem(format!("{path}.review_band"), "must be between 0 and 1"));
+        problems.push(problem(
+            format!("{path}.review_band"),
+            "must be between 0 and 1",
+        ));
     }
     let r = raw.routing;
     if r.providers.is_empty() {
-        problems.push(problem(format!("{path}.routing.providers"), "at least one provider is required"));
+        problems.push(problem(
+            format!("{path}.routing.providers"),
+            "at least one provider is required",
+        ));
     }
     if r.strategy == Strategy::Single && r.providers.len() > 1 {
-        problems.push(problem(format!("{path}.routing.providers"), "strategy single takes exactly one provider"));
+        problems.push(problem(
+            format!("{path}.routing.providers"),
+            "strategy single takes exactly one provider",
+        ));
     }
     for (i, p) in r.providers.iter().enumerate() {
         if !providers.contains(p) {
-            problems.push(problem(format!("{path}.routing.providers[{i}]"), format!("unknown provider {p:?}")));
+            problems.push(problem(
+                format!("{path}.routing.providers[{i}]"),
+                format!("unknown provider {p:?}"),
+            ));
         }
     }
     let mut warning_actions: HashMap<String, WarningAction> = HashMap::new();
@@ -570,8 +681,15 @@ fn tenant(
         warning_actions.insert(c.to_owned(), WarningAction::Review);
     }
     for (code, action) in raw.warnings {
-        if code.is_empty() || !code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
-            problems.push(problem(format!("{path}.warnings.{code}"), "warning codes are UPPER_SNAKE_CASE"));
+        if code.is_empty()
+            || !code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            problems.push(problem(
+                format!("{path}.warnings.{code}"),
+                "warning codes are UPPER_SNAKE_CASE",
+            ));
         }
         warning_actions.insert(code, action);
     }
@@ -580,7 +698,10 @@ fn tenant(
         keys,
         threshold: raw.threshold,
         review_band: raw.review_band,
-        routing: Routing { strategy: r.strategy, providers: r.providers },
+        routing: Routing {
+            strategy: r.strategy,
+            providers: r.providers,
+        },
         warning_actions,
     })
 }
@@ -619,13 +740,21 @@ tenants:
     #[test]
     fn missing_env_var_is_named() {
         let err = Config::parse(EXAMPLE, &|_| None).expect_err("invalid");
-        let ConfigError::Invalid(p) = err else { panic!() };
-        assert_eq!(p[0].to_string(), "providers.didit.api_key: environment variable DIDIT_API_KEY is not set");
+        let ConfigError::Invalid(p) = err else {
+            panic!()
+        };
+        assert_eq!(
+            p[0].to_string(),
+            "providers.didit.api_key: environment variable DIDIT_API_KEY is not set"
+        );
     }
 
     #[test]
     fn interpolation_is_value_only() {
-        assert_eq!(substitute("a${X}b$${Y}", &|_| Some("1".into())).expect("ok"), "a1b${Y}");
+        assert_eq!(
+            substitute("a${X}b$${Y}", &|_| Some("1".into())).expect("ok"),
+            "a1b${Y}"
+        );
         assert!(substitute("${X}", &|_| Some("a\nb".into())).is_err());
         assert_eq!(substitute("cost $5", &|_| None).expect("ok"), "cost $5");
     }
@@ -645,7 +774,9 @@ tenants:
     keys: []
     routing: { strategy: sideways, providers: [didit] }
 "#;
-        let ConfigError::Invalid(p) = Config::parse(text, &env).expect_err("invalid") else { panic!() };
+        let ConfigError::Invalid(p) = Config::parse(text, &env).expect_err("invalid") else {
+            panic!()
+        };
         let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
         let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
         assert!(has("providers.didit.colour: unknown field"), "{lines:#?}");
@@ -653,7 +784,13 @@ tenants:
         assert!(has("providers.kai.app_key: required"), "{lines:#?}");
         assert!(has("tenants.acme.keys[0]:"), "{lines:#?}");
         assert!(has("tenants.acme.threshold:"), "{lines:#?}");
-        assert!(has("tenants.acme.routing.providers[0]: unknown provider \"ditid\""), "{lines:#?}");
-        assert!(has("tenants.beta.routing.strategy: unknown variant"), "{lines:#?}");
+        assert!(
+            has("tenants.acme.routing.providers[0]: unknown provider \"ditid\""),
+            "{lines:#?}"
+        );
+        assert!(
+            has("tenants.beta.routing.strategy: unknown variant"),
+            "{lines:#?}"
+        );
     }
 }

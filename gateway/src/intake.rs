@@ -38,14 +38,29 @@ fn too_large(limits: &Limits) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "image_too_large",
-        format!("the image exceeds the limit of {} bytes", limits.max_image_bytes),
+        format!(
+            "the image exceeds the limit of {} bytes",
+            limits.max_image_bytes
+        ),
     )
 }
 
 /// Read the request body into a `Submission`. Nothing larger than the limits is buffered.
-pub async fn read_submission(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Submission, ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+pub async fn read_submission(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &Limits,
+) -> Result<Submission, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "multipart/form-data" => read_multipart(ct, body, limits).await,
         "application/json" => read_json(body, limits).await,
@@ -58,15 +73,17 @@ pub async fn read_submission(headers: &HeaderMap, body: Body, limits: &Limits) -
 }
 
 async fn read_multipart(ct: &str, body: Body, limits: &Limits) -> Result<Submission, ApiError> {
-    let boundary = multer::parse_boundary(ct)
-        .map_err(|_| ApiError::bad_request("invalid_multipart", "multipart body without a boundary"))?;
+    let boundary = multer::parse_boundary(ct).map_err(|_| {
+        ApiError::bad_request("invalid_multipart", "multipart body without a boundary")
+    })?;
     // Text fields are small; the whole stream may hold the image plus some form overhead.
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream((limits.max_image_bytes + 256 * 1024) as u64)
             .per_field((limits.max_image_bytes + 1) as u64),
     );
-    let mut mp = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut mp =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut sub = Submission::default();
     loop {
         let field = match mp.next_field().await {
@@ -77,7 +94,10 @@ async fn read_multipart(ct: &str, body: Body, limits: &Limits) -> Result<Submiss
         let name = field.name().unwrap_or("").to_owned();
         if IMAGE_FIELDS.contains(&name.as_str()) {
             if sub.image.is_some() {
-                return Err(ApiError::bad_request("invalid_request", "send exactly one image"));
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "send exactly one image",
+                ));
             }
             let mut field = field;
             let mut buf = BytesMut::new();
@@ -104,8 +124,9 @@ async fn read_multipart(ct: &str, body: Body, limits: &Limits) -> Result<Submiss
             "threshold" => sub.threshold = Some(parse_threshold(text.trim())?),
             "external_id" => sub.external_id = Some(check_external_id(text)?),
             "metadata" => {
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|_| ApiError::bad_request("invalid_metadata", "metadata must be a JSON object"))?;
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+                    ApiError::bad_request("invalid_metadata", "metadata must be a JSON object")
+                })?;
                 sub.metadata = Some(check_metadata(v)?);
             }
             "provider" => sub.provider = Some(text.trim().to_owned()),
@@ -117,8 +138,13 @@ async fn read_multipart(ct: &str, body: Body, limits: &Limits) -> Result<Submiss
 
 fn multipart_error(e: multer::Error, limits: &Limits) -> ApiError {
     match e {
-        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => too_large(limits),
-        other => ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {other}")),
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            too_large(limits)
+        }
+        other => ApiError::bad_request(
+            "invalid_multipart",
+            format!("malformed multipart body: {other}"),
+        ),
     }
 }
 
@@ -138,7 +164,9 @@ async fn read_json(body: Body, limits: &Limits) -> Result<Submission, ApiError> 
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_request", format!("body read failed: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("body read failed: {e}"))
+        })?;
         if buf.len() + chunk.len() > cap {
             return Err(too_large(limits));
         }
@@ -157,8 +185,12 @@ async fn read_json(body: Body, limits: &Limits) -> Result<Submission, ApiError> 
             let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(cleaned.as_bytes())
-                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(cleaned.as_bytes()))
-                .map_err(|_| ApiError::bad_request("invalid_base64", "image_base64 is not valid base64"))?;
+                .or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD.decode(cleaned.as_bytes())
+                })
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_base64", "image_base64 is not valid base64")
+                })?;
             if bytes.len() > limits.max_image_bytes {
                 return Err(too_large(limits));
             }
@@ -179,9 +211,12 @@ async fn read_json(body: Body, limits: &Limits) -> Result<Submission, ApiError> 
 }
 
 fn parse_threshold(s: &str) -> Result<f64, ApiError> {
-    let t: f64 = s
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_threshold", "threshold must be a number between 0 and 1"))?;
+    let t: f64 = s.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_threshold",
+            "threshold must be a number between 0 and 1",
+        )
+    })?;
     check_threshold(t)
 }
 
@@ -189,7 +224,10 @@ fn check_threshold(t: f64) -> Result<f64, ApiError> {
     if t.is_finite() && (0.0..=1.0).contains(&t) {
         Ok(t)
     } else {
-        Err(ApiError::bad_request("invalid_threshold", "threshold must be a number between 0 and 1"))
+        Err(ApiError::bad_request(
+            "invalid_threshold",
+            "threshold must be a number between 0 and 1",
+        ))
     }
 }
 
@@ -197,7 +235,9 @@ fn check_external_id(s: String) -> Result<String, ApiError> {
     if s.is_empty() || s.len() > MAX_EXTERNAL_ID || s.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_external_id",
-            format!("external_id must be 1-{MAX_EXTERNAL_ID} characters without control characters"),
+            format!(
+                "external_id must be 1-{MAX_EXTERNAL_ID} characters without control characters"
+            ),
         ));
     }
     Ok(s)
@@ -205,7 +245,10 @@ fn check_external_id(s: String) -> Result<String, ApiError> {
 
 fn check_metadata(v: serde_json::Value) -> Result<serde_json::Value, ApiError> {
     if !v.is_object() {
-        return Err(ApiError::bad_request("invalid_metadata", "metadata must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_metadata",
+            "metadata must be a JSON object",
+        ));
     }
     if v.to_string().len() > MAX_METADATA_BYTES {
         return Err(ApiError::bad_request(
@@ -224,7 +267,10 @@ pub struct ImageFacts {
 }
 
 pub fn facts(bytes: &[u8]) -> ImageFacts {
-    ImageFacts { sha256: hex::encode(Sha256::digest(bytes)), format: ImageFormat::sniff(bytes) }
+    ImageFacts {
+        sha256: hex::encode(Sha256::digest(bytes)),
+        format: ImageFormat::sniff(bytes),
+    }
 }
 
 /// Check and decode. CPU-heavy: call from a blocking thread.
@@ -238,7 +284,10 @@ pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
         ));
     };
     let undecodable = |e: image::ImageError| {
-        ApiError::bad_request("image_undecodable", format!("the image could not be decoded: {e}"))
+        ApiError::bad_request(
+            "image_undecodable",
+            format!("the image could not be decoded: {e}"),
+        )
     };
     let mut reader = image::ImageReader::with_format(Cursor::new(&bytes[..]), format.codec());
     let mut img_limits = image::Limits::default();
@@ -250,13 +299,21 @@ pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
     if u64::from(w) * u64::from(h) > limits.max_pixels {
         return Err(ApiError::bad_request(
             "image_too_many_pixels",
-            format!("the image is {w}x{h}; at most {} pixels are accepted", limits.max_pixels),
+            format!(
+                "the image is {w}x{h}; at most {} pixels are accepted",
+                limits.max_pixels
+            ),
         ));
     }
     if w == 0 || h == 0 {
-        return Err(ApiError::bad_request("image_undecodable", "the image has no pixels"));
+        return Err(ApiError::bad_request(
+            "image_undecodable",
+            "the image has no pixels",
+        ));
     }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(undecodable)?;
     img.apply_orientation(orientation);
     Ok(ImageInput {

@@ -14,7 +14,11 @@ use livegate::store;
 const DEFAULT_DATABASE_URL: &str = "sqlite:livegate.db";
 
 #[derive(Parser)]
-#[command(name = "livegate", version, about = "One endpoint for passive face-liveness checks")]
+#[command(
+    name = "livegate",
+    version,
+    about = "One endpoint for passive face-liveness checks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,11 +73,18 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LIVEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let text = std::env::var("LIVEGATE_LOG_FORMAT").is_ok_and(|v| v == "text");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if text {
         builder.init();
     } else {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     }
 }
 
@@ -81,7 +92,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Keys { command: KeysCommand::New } => {
+        Command::Keys {
+            command: KeysCommand::New,
+        } => {
             let (key, hash) = livegate::keys::new_key();
             println!("key:  {key}");
             println!("hash: {hash}");
@@ -93,7 +106,10 @@ fn main() -> ExitCode {
         }
         other => {
             init_logging();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
@@ -114,7 +130,13 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
-            println!("{}: valid ({} providers, {} tenants, {})", file.display(), c.providers.len(), c.tenants.len(), c.hash);
+            println!(
+                "{}: valid ({} providers, {} tenants, {})",
+                file.display(),
+                c.providers.len(),
+                c.tenants.len(),
+                c.hash
+            );
             ExitCode::SUCCESS
         }
         Err(ConfigError::Invalid(problems)) => {
@@ -133,30 +155,50 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 
 async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Serve { config, listen, database_url } => serve(config, listen, &database_url).await,
+        Command::Serve {
+            config,
+            listen,
+            database_url,
+        } => serve(config, listen, &database_url).await,
         Command::Migrate { database_url } => {
-            let s = store::connect(&database_url).await.context("opening the database")?;
+            let s = store::connect(&database_url)
+                .await
+                .context("opening the database")?;
             s.migrate().await.context("migrating")?;
             println!("migrations applied to {}", store::redact_url(&database_url));
             Ok(())
         }
-        Command::Simulate { didit, kairos, collections } => simulate(didit, kairos, collections).await,
+        Command::Simulate {
+            didit,
+            kairos,
+            collections,
+        } => simulate(didit, kairos, collections).await,
         Command::CheckConfig { .. } | Command::Keys { .. } | Command::Openapi => Ok(()),
     }
 }
 
-async fn serve(config: Option<PathBuf>, listen: SocketAddr, database_url: &str) -> anyhow::Result<()> {
+async fn serve(
+    config: Option<PathBuf>,
+    listen: SocketAddr,
+    database_url: &str,
+) -> anyhow::Result<()> {
     let Some(path) = config else {
         anyhow::bail!("no config file: pass --config FILE or set LIVEGATE_CONFIG");
     };
     let config = Config::load(&path)?;
-    let store = store::connect(database_url).await.context("opening the database")?;
+    let store = store::connect(database_url)
+        .await
+        .context("opening the database")?;
     store.migrate().await.context("migrating the database")?;
     let runtime = Runtime::build(config, None)?;
     let state = AppState::new(runtime, store);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, database = %store::redact_url(database_url), "livegate listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -186,12 +228,20 @@ async fn simulate(
 ) -> anyhow::Result<()> {
     use livegate_simulators as sims;
     if didit.is_none() && kairos.is_none() && collections.is_none() {
-        anyhow::bail!("name at least one simulator: --didit ADDR, --kairos ADDR or --collections ADDR");
+        anyhow::bail!(
+            "name at least one simulator: --didit ADDR, --kairos ADDR or --collections ADDR"
+        );
     }
-    let all = [("didit", didit, sims::didit::router as fn() -> axum::Router), ("kairos", kairos, sims::kairos::router), ("collections", collections, sims::collections::router)];
+    let all = [
+        ("didit", didit, sims::didit::router as fn() -> axum::Router),
+        ("kairos", kairos, sims::kairos::router),
+        ("collections", collections, sims::collections::router),
+    ];
     for (name, addr, make) in all {
         if let Some(addr) = addr {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} for {name}"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} for {name}"))?;
             println!("{name} simulator on http://{}", listener.local_addr()?);
             sims::serve(listener, make()).await?;
         }

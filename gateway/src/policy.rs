@@ -111,7 +111,10 @@ mod tests {
             keys: vec![],
             threshold: 0.8,
             review_band,
-            routing: Routing { strategy: Strategy::Single, providers: vec!["p".into()] },
+            routing: Routing {
+                strategy: Strategy::Single,
+                providers: vec!["p".into()],
+            },
             warning_actions,
         }
     }
@@ -138,15 +141,32 @@ mod tests {
 
     #[test]
     fn review_band_and_actions() {
-        assert_eq!(decide(&tenant(Some(0.1)), 0.8, &answer(Some(0.75), &[])).decision, Decision::Review);
-        assert_eq!(decide(&tenant(Some(0.1)), 0.8, &answer(Some(0.65), &[])).decision, Decision::Declined);
+        assert_eq!(
+            decide(&tenant(Some(0.1)), 0.8, &answer(Some(0.75), &[])).decision,
+            Decision::Review
+        );
+        assert_eq!(
+            decide(&tenant(Some(0.1)), 0.8, &answer(Some(0.65), &[])).decision,
+            Decision::Declined
+        );
         let multi = answer(Some(0.9), &[WarningCode::MultipleFacesDetected]);
-        assert_eq!(decide(&tenant(None), 0.8, &multi).decision, Decision::Review);
+        assert_eq!(
+            decide(&tenant(None), 0.8, &multi).decision,
+            Decision::Review
+        );
         let mut spoof = answer(Some(0.9), &[]);
         spoof.spoof_type = Some(SpoofType::Print);
         let j = decide(&tenant(None), 0.8, &spoof);
         assert_eq!(j.decision, Decision::Declined);
         assert_eq!(j.warnings[0].code, WarningCode::LivenessFaceAttack);
-        assert_eq!(decide(&tenant(None), 0.8, &answer(None, &[WarningCode::NoFaceDetected])).decision, Decision::Declined);
+        assert_eq!(
+            decide(
+                &tenant(None),
+                0.8,
+                &answer(None, &[WarningCode::NoFaceDetected])
+            )
+            .decision,
+            Decision::Declined
+        );
     }
 }

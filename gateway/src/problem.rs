@@ -49,7 +49,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { status, code: code.into(), detail: detail.into(), provider: None, retry_after: None }
+        Self {
+            status,
+            code: code.into(),
+            detail: detail.into(),
+            provider: None,
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
@@ -57,11 +63,19 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown API key")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown API key",
+        )
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// A failure whose details must not reach the client: logged here, opaque there.
@@ -69,7 +83,11 @@ impl ApiError {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         let at = std::panic::Location::caller();
         tracing::error!(error = %err, location = %at, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred",
+        )
     }
 
     pub fn from_provider(provider: &str, e: &ProviderError) -> Self {
@@ -85,7 +103,10 @@ impl ApiError {
 
     pub fn problem(&self) -> Problem {
         Problem {
-            type_: format!("https://livegate.dev/problems/{}", self.code.replace('_', "-")),
+            type_: format!(
+                "https://livegate.dev/problems/{}",
+                self.code.replace('_', "-")
+            ),
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
@@ -100,8 +121,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = (self.status, body).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

@@ -47,7 +47,10 @@ pub struct RouteInput<'a> {
 
 /// Try the tenant's providers: `single` calls one; `fallback` moves on after a retryable
 /// failure and stops at the first answer or at a failure no other provider would fix.
-pub async fn route(input: RouteInput<'_>, log: &mut Vec<AttemptLog>) -> Result<Routed, RouteFailure> {
+pub async fn route(
+    input: RouteInput<'_>,
+    log: &mut Vec<AttemptLog>,
+) -> Result<Routed, RouteFailure> {
     let names: Vec<&String> = match input.tenant.routing.strategy {
         Strategy::Single => input.tenant.routing.providers.iter().take(1).collect(),
         Strategy::Fallback => input.tenant.routing.providers.iter().collect(),
@@ -63,10 +66,18 @@ pub async fn route(input: RouteInput<'_>, log: &mut Vec<AttemptLog>) -> Result<R
             continue;
         };
         match attempt(provider, &input, log).await {
-            Ok(answer) => return Ok(Routed { provider: name.clone(), answer }),
+            Ok(answer) => {
+                return Ok(Routed {
+                    provider: name.clone(),
+                    answer,
+                });
+            }
             Err(error) => {
                 let retryable = error.kind.retryable();
-                last = Some(RouteFailure { provider: name.clone(), error });
+                last = Some(RouteFailure {
+                    provider: name.clone(),
+                    error,
+                });
                 if !retryable {
                     break;
                 }
@@ -75,7 +86,10 @@ pub async fn route(input: RouteInput<'_>, log: &mut Vec<AttemptLog>) -> Result<R
     }
     Err(last.unwrap_or_else(|| RouteFailure {
         provider: String::new(),
-        error: ProviderError::new(ErrorKind::Unavailable, "no provider is configured for this tenant"),
+        error: ProviderError::new(
+            ErrorKind::Unavailable,
+            "no provider is configured for this tenant",
+        ),
     }))
 }
 
@@ -117,13 +131,21 @@ async fn attempt(
     result
 }
 
-async fn call(provider: &Arc<dyn Provider>, input: &RouteInput<'_>) -> Result<ProviderAnswer, ProviderError> {
+async fn call(
+    provider: &Arc<dyn Provider>,
+    input: &RouteInput<'_>,
+) -> Result<ProviderAnswer, ProviderError> {
     let caps = provider.capabilities().clone();
     let original = input.image.clone();
     // Re-encoding is CPU work: keep it off the async workers.
     let image = tokio::task::spawn_blocking(move || adapt_image(&original, &caps))
         .await
-        .map_err(|e| ProviderError::new(ErrorKind::Unavailable, format!("image adaptation failed: {e}")))?
+        .map_err(|e| {
+            ProviderError::new(
+                ErrorKind::Unavailable,
+                format!("image adaptation failed: {e}"),
+            )
+        })?
         .map_err(|e| ProviderError::new(ErrorKind::Unsupported, e.to_string()))?;
     let req = CheckRequest {
         image,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use livegate_providers::Provider;
 
-use crate::config::{Config, KeyHash, ProviderKind, ProviderSpec, Tenant};
+use crate::config::{Config, HeaderStyle, KeyHash, ProviderKind, ProviderSpec, Tenant};
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -28,11 +28,16 @@ pub struct BuildError {
 pub type EmbeddedFactory = dyn Fn(&ProviderSpec) -> Result<Arc<dyn Provider>, String> + Send + Sync;
 
 impl Runtime {
-    pub fn build(config: Config, embedded: Option<&EmbeddedFactory>) -> Result<Runtime, BuildError> {
+    pub fn build(
+        config: Config,
+        embedded: Option<&EmbeddedFactory>,
+    ) -> Result<Runtime, BuildError> {
         let mut providers = HashMap::new();
         for (name, spec) in &config.providers {
-            let p = build_provider(spec, embedded)
-                .map_err(|message| BuildError { name: name.clone(), message })?;
+            let p = build_provider(spec, embedded).map_err(|message| BuildError {
+                name: name.clone(),
+                message,
+            })?;
             providers.insert(name.clone(), p);
         }
         let mut keys = HashMap::new();
@@ -64,10 +69,18 @@ impl Runtime {
     }
 }
 
-fn build_provider(spec: &ProviderSpec, embedded: Option<&EmbeddedFactory>) -> Result<Arc<dyn Provider>, String> {
+fn build_provider(
+    spec: &ProviderSpec,
+    embedded: Option<&EmbeddedFactory>,
+) -> Result<Arc<dyn Provider>, String> {
     use livegate_providers::didit::{Didit, DiditConfig};
     match &spec.kind {
-        ProviderKind::Didit { base_url, api_key, save_api_request, rotate_image } => {
+        ProviderKind::Didit {
+            base_url,
+            api_key,
+            save_api_request,
+            rotate_image,
+        } => {
             let p = Didit::new(DiditConfig {
                 name: spec.name.clone(),
                 base_url: base_url.clone(),
@@ -79,8 +92,46 @@ fn build_provider(spec: &ProviderSpec, embedded: Option<&EmbeddedFactory>) -> Re
             .map_err(|e| e.message)?;
             Ok(Arc::new(p))
         }
-        ProviderKind::Kairos { .. } | ProviderKind::Collections { .. } => {
-            Err(format!("provider kind {} is not available in this build", spec.kind.name()))
+        ProviderKind::Kairos {
+            base_url,
+            path,
+            app_id,
+            app_key,
+            header_style,
+        } => {
+            use livegate_providers::kairos::{HeaderStyle as Style, Kairos, KairosConfig};
+            let header_style = match header_style {
+                HeaderStyle::Underscore => Style::Underscore,
+                HeaderStyle::Hyphen => Style::Hyphen,
+                HeaderStyle::Both => Style::Both,
+            };
+            let p = Kairos::new(KairosConfig {
+                name: spec.name.clone(),
+                base_url: base_url.clone(),
+                path: path.clone(),
+                app_id: app_id.clone(),
+                app_key: app_key.clone(),
+                header_style,
+                timeout: spec.timeout,
+            })
+            .map_err(|e| e.message)?;
+            Ok(Arc::new(p))
+        }
+        ProviderKind::Collections {
+            base_url,
+            api_key,
+            collection_id,
+        } => {
+            use livegate_providers::collections::{Collections, CollectionsConfig};
+            let p = Collections::new(CollectionsConfig {
+                name: spec.name.clone(),
+                base_url: base_url.clone(),
+                api_key: api_key.clone(),
+                collection_id: collection_id.clone(),
+                timeout: spec.timeout,
+            })
+            .map_err(|e| e.message)?;
+            Ok(Arc::new(p))
         }
         ProviderKind::Embedded { .. } => match embedded {
             Some(f) => f(spec),

@@ -23,7 +23,12 @@ struct Draft {
     attempts: Vec<AttemptLog>,
 }
 
-pub async fn verify(state: &AppState, caller: &Caller, headers: &HeaderMap, body: Body) -> Result<Verification, ApiError> {
+pub async fn verify(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Verification, ApiError> {
     let started = Instant::now();
     let tenant = caller.tenant()?;
     let mut draft = Draft {
@@ -77,7 +82,12 @@ pub async fn verify(state: &AppState, caller: &Caller, headers: &HeaderMap, body
             attempt_no: i32::try_from(i + 1).unwrap_or(i32::MAX),
             provider: a.provider.clone(),
             provider_kind: a.provider_kind.clone(),
-            outcome: if a.error_code.is_none() { "ok" } else { "error" }.to_owned(),
+            outcome: if a.error_code.is_none() {
+                "ok"
+            } else {
+                "error"
+            }
+            .to_owned(),
             shadow: false,
             score: a.score,
             error_code: a.error_code.clone(),
@@ -88,7 +98,11 @@ pub async fn verify(state: &AppState, caller: &Caller, headers: &HeaderMap, body
         })
         .collect();
     // The answer goes out only once its row is committed: nothing is lost.
-    state.store.insert_verification(rec, &attempts).await.map_err(ApiError::internal)?;
+    state
+        .store
+        .insert_verification(rec, &attempts)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(
         tenant = %rec.tenant_id,
         verification_id = %rec.id,
@@ -117,7 +131,10 @@ async fn run(
         if t < tenant.threshold {
             return Err(ApiError::bad_request(
                 "threshold_below_tenant",
-                format!("threshold {t} is below the tenant's threshold {}; a request may only raise it", tenant.threshold),
+                format!(
+                    "threshold {t} is below the tenant's threshold {}; a request may only raise it",
+                    tenant.threshold
+                ),
             ));
         }
         rec.threshold = t;
@@ -128,9 +145,12 @@ async fn run(
             "this tenant may not choose a provider per request",
         ));
     }
-    let bytes = sub
-        .image
-        .ok_or_else(|| ApiError::bad_request("image_missing", "send the image as multipart field `image` or JSON `image_base64`"))?;
+    let bytes = sub.image.ok_or_else(|| {
+        ApiError::bad_request(
+            "image_missing",
+            "send the image as multipart field `image` or JSON `image_base64`",
+        )
+    })?;
     let facts = intake::facts(&bytes);
     rec.image_sha256 = Some(facts.sha256);
     rec.image_format = facts.format.map(|f| f.extension().to_owned());
@@ -140,7 +160,10 @@ async fn run(
     rec.image_width = i32::try_from(image.width).ok();
     rec.image_height = i32::try_from(image.height).ok();
 
-    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let threshold = rec.threshold;
     let request_id = rec.request_id.clone();
     let routed = routing::route(

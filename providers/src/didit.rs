@@ -38,14 +38,24 @@ pub struct Didit {
 
 impl Didit {
     pub fn new(cfg: DiditConfig) -> Result<Self, ProviderError> {
-        let client = http::client(&HttpSettings { timeout: cfg.timeout })?;
-        let url = format!("{}/v3/passive-liveness/", cfg.base_url.trim_end_matches('/'));
+        let client = http::client(&HttpSettings {
+            timeout: cfg.timeout,
+        })?;
+        let url = format!(
+            "{}/v3/passive-liveness/",
+            cfg.base_url.trim_end_matches('/')
+        );
         Ok(Self {
             cfg,
             url,
             client,
             caps: Capabilities {
-                formats: vec![ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp, ImageFormat::Tiff],
+                formats: vec![
+                    ImageFormat::Jpeg,
+                    ImageFormat::Png,
+                    ImageFormat::Webp,
+                    ImageFormat::Tiff,
+                ],
                 min_side: 1,
                 max_side: 10_000,
                 // "5MB" in the document: the decimal reading is the stricter one.
@@ -77,7 +87,10 @@ impl Provider for Didit {
         let threshold = (req.threshold * 100.0).round().clamp(0.0, 100.0) as i64;
         let mut form = Form::new()
             .part("user_image", image)
-            .text("face_liveness_score_decline_threshold", threshold.to_string())
+            .text(
+                "face_liveness_score_decline_threshold",
+                threshold.to_string(),
+            )
             .text("save_api_request", self.cfg.save_api_request.to_string())
             .text("vendor_data", req.request_id.clone());
         if let Some(rotate) = self.cfg.rotate_image {
@@ -91,7 +104,10 @@ impl Provider for Didit {
         if let Some(tp) = &req.traceparent {
             call = call.header("traceparent", tp);
         }
-        let resp = call.send().await.map_err(|e| ProviderError::from_transport(&e))?;
+        let resp = call
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_transport(&e))?;
         let status = resp.status().as_u16();
         let retry_after = http::retry_after(resp.headers());
         let body = http::read_body(resp).await?;
@@ -107,26 +123,52 @@ impl Provider for Didit {
 fn classify_error(status: u16, body: &str) -> ProviderError {
     let detail = wire::error_text(body);
     let (kind, message) = match status {
-        400 | 413 | 415 | 422 => (ErrorKind::BadInput, format!("Didit rejected the request: {detail}")),
-        401 => (ErrorKind::AuthFailed, format!("Didit refused the API key: {detail}")),
+        400 | 413 | 415 | 422 => (
+            ErrorKind::BadInput,
+            format!("Didit rejected the request: {detail}"),
+        ),
+        401 => (
+            ErrorKind::AuthFailed,
+            format!("Didit refused the API key: {detail}"),
+        ),
         // 403 means "no credits" or, on some versions, a bad or unauthorised key: the detail
         // text is the only way to tell them apart.
-        403 if mentions_credits(&detail) => {
-            (ErrorKind::OutOfCredits, format!("the Didit account is out of credits: {detail}"))
-        }
-        403 => (ErrorKind::AuthFailed, format!("Didit refused access: {detail}")),
-        429 => (ErrorKind::RateLimited, "Didit rate limit reached".to_owned()),
-        500..=599 => (ErrorKind::Unavailable, format!("Didit failed with HTTP {status}")),
-        _ => (ErrorKind::BadResponse, format!("unexpected HTTP {status} from Didit")),
+        403 if mentions_credits(&detail) => (
+            ErrorKind::OutOfCredits,
+            format!("the Didit account is out of credits: {detail}"),
+        ),
+        403 => (
+            ErrorKind::AuthFailed,
+            format!("Didit refused access: {detail}"),
+        ),
+        429 => (
+            ErrorKind::RateLimited,
+            "Didit rate limit reached".to_owned(),
+        ),
+        500..=599 => (
+            ErrorKind::Unavailable,
+            format!("Didit failed with HTTP {status}"),
+        ),
+        _ => (
+            ErrorKind::BadResponse,
+            format!("unexpected HTTP {status} from Didit"),
+        ),
     };
     ProviderError::new(kind, message)
 }
 
 fn mentions_credits(detail: &str) -> bool {
     let d = detail.to_ascii_lowercase();
-    ["credit", "balance", "top up", "top-up", "insufficient funds", "payment"]
-        .iter()
-        .any(|k| d.contains(k))
+    [
+        "credit",
+        "balance",
+        "top up",
+        "top-up",
+        "insufficient funds",
+        "payment",
+    ]
+    .iter()
+    .any(|k| d.contains(k))
 }
 
 fn parse_answer(status: u16, body: &str) -> Result<ProviderAnswer, ProviderError> {
@@ -197,7 +239,10 @@ fn parse_answer(status: u16, body: &str) -> Result<ProviderAnswer, ProviderError
         faces_detected,
         warnings,
         provider_request_id: answer.request_id,
-        raw: RawExchange { status: Some(status), body: Some(body.to_owned()) },
+        raw: RawExchange {
+            status: Some(status),
+            body: Some(body.to_owned()),
+        },
     })
 }
 
@@ -289,7 +334,11 @@ mod wire {
             _ => parts.push(body.chars().take(200).collect()),
         }
         parts.retain(|p| !p.is_empty());
-        if parts.is_empty() { "(no detail)".into() } else { parts.join("; ") }
+        if parts.is_empty() {
+            "(no detail)".into()
+        } else {
+            parts.join("; ")
+        }
     }
 
     fn flatten(v: &serde_json::Value) -> String {
@@ -334,22 +383,45 @@ mod tests {
         assert_eq!(a.upstream_decision, Some(UpstreamDecision::Review));
         assert_eq!(a.faces_detected, 2);
         assert_eq!(a.face.expect("face").bbox, [0.0, 0.0, 50.0, 40.0]);
-        let codes: Vec<_> = a.warnings.iter().map(|w| w.code.as_str().to_owned()).collect();
+        let codes: Vec<_> = a
+            .warnings
+            .iter()
+            .map(|w| w.code.as_str().to_owned())
+            .collect();
         assert_eq!(codes, ["MULTIPLE_FACES_DETECTED", "SOMETHING_NEW"]);
     }
 
     #[test]
     fn unknown_status_is_an_error() {
         let body = r#"{"liveness":{"status":"Maybe","score":50}}"#;
-        assert_eq!(parse_answer(200, body).expect_err("err").kind, ErrorKind::BadResponse);
+        assert_eq!(
+            parse_answer(200, body).expect_err("err").kind,
+            ErrorKind::BadResponse
+        );
     }
 
     #[test]
     fn error_bodies_in_every_drf_style() {
-        assert_eq!(wire::error_text(r#"{"detail":"Invalid API key."}"#), "Invalid API key.");
-        assert_eq!(wire::error_text(r#"{"user_image":["Too big."]}"#), "user_image: Too big.");
+        assert_eq!(
+            wire::error_text(r#"{"detail":"Invalid API key."}"#),
+            "Invalid API key."
+        );
+        assert_eq!(
+            wire::error_text(r#"{"user_image":["Too big."]}"#),
+            "user_image: Too big."
+        );
         assert_eq!(wire::error_text(r#"["a","b"]"#), "a b");
-        assert_eq!(classify_error(403, r#"{"detail":"You do not have enough credits."}"#).kind, ErrorKind::OutOfCredits);
-        assert_eq!(classify_error(403, r#"{"detail":"Authentication credentials were not provided."}"#).kind, ErrorKind::AuthFailed);
+        assert_eq!(
+            classify_error(403, r#"{"detail":"You do not have enough credits."}"#).kind,
+            ErrorKind::OutOfCredits
+        );
+        assert_eq!(
+            classify_error(
+                403,
+                r#"{"detail":"Authentication credentials were not provided."}"#
+            )
+            .kind,
+            ErrorKind::AuthFailed
+        );
     }
 }

@@ -79,7 +79,13 @@ impl ErrorKind {
 
 impl ProviderError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), status: None, raw_body: None, retry_after: None }
+        Self {
+            kind,
+            message: message.into(),
+            status: None,
+            raw_body: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_response(mut self, status: u16, body: impl Into<String>) -> Self {
@@ -99,7 +105,10 @@ impl ProviderError {
         } else if err.is_connect() {
             ProviderError::new(ErrorKind::Unreachable, "could not connect to the provider")
         } else {
-            ProviderError::new(ErrorKind::Unreachable, format!("transport error: {}", without_url(err)))
+            ProviderError::new(
+                ErrorKind::Unreachable,
+                format!("transport error: {}", without_url(err)),
+            )
         }
     }
 }
@@ -112,5 +121,9 @@ fn without_url(err: &reqwest::Error) -> String {
         owned = s.to_string();
         source = s.source();
     }
-    if owned.is_empty() { "request failed".into() } else { owned }
+    if owned.is_empty() {
+        "request failed".into()
+    } else {
+        owned
+    }
 }

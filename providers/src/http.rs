@@ -31,8 +31,10 @@ pub async fn read_body(resp: reqwest::Response) -> Result<String, ProviderError>
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ProviderError::from_transport(&e))?;
         if buf.len() + chunk.len() > MAX_BODY {
-            return Err(ProviderError::new(ErrorKind::BadResponse, "upstream body too large")
-                .with_response(status, String::from_utf8_lossy(&buf).into_owned()));
+            return Err(
+                ProviderError::new(ErrorKind::BadResponse, "upstream body too large")
+                    .with_response(status, String::from_utf8_lossy(&buf).into_owned()),
+            );
         }
         buf.extend_from_slice(&chunk);
     }

@@ -20,7 +20,21 @@ impl ImageFormat {
         match bytes {
             [0xFF, 0xD8, 0xFF, ..] => Some(ImageFormat::Jpeg),
             [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some(ImageFormat::Png),
-            [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some(ImageFormat::Webp),
+            [
+                b'R',
+                b'I',
+                b'F',
+                b'F',
+                _,
+                _,
+                _,
+                _,
+                b'W',
+                b'E',
+                b'B',
+                b'P',
+                ..,
+            ] => Some(ImageFormat::Webp),
             [b'I', b'I', 0x2A, 0x00, ..] | [b'M', b'M', 0x00, 0x2A, ..] => Some(ImageFormat::Tiff),
             _ => None,
         }
@@ -94,7 +108,11 @@ pub enum ImageError {
 pub fn adapt_image(input: &ImageInput, caps: &Capabilities) -> Result<ImageInput, ImageError> {
     let (w, h) = (input.width, input.height);
     if w.min(h) < caps.min_side {
-        return Err(ImageError::TooSmall { width: w, height: h, min: caps.min_side });
+        return Err(ImageError::TooSmall {
+            width: w,
+            height: h,
+            min: caps.min_side,
+        });
     }
     let format_ok = caps.formats.contains(&input.format);
     let side_ok = w.max(h) <= caps.max_side;
@@ -104,9 +122,17 @@ pub fn adapt_image(input: &ImageInput, caps: &Capabilities) -> Result<ImageInput
 
     let mut img: DynamicImage = (*input.decoded).clone();
     if !side_ok {
-        img = img.resize(caps.max_side, caps.max_side, image::imageops::FilterType::Triangle);
+        img = img.resize(
+            caps.max_side,
+            caps.max_side,
+            image::imageops::FilterType::Triangle,
+        );
         if img.width().min(img.height()) < caps.min_side {
-            return Err(ImageError::TooSmall { width: w, height: h, min: caps.min_side });
+            return Err(ImageError::TooSmall {
+                width: w,
+                height: h,
+                min: caps.min_side,
+            });
         }
     }
     // JPEG is the smallest re-encoding every upstream takes; PNG only where JPEG is not accepted.
@@ -134,7 +160,9 @@ pub fn adapt_image(input: &ImageInput, caps: &Capabilities) -> Result<ImageInput
             break;
         }
     }
-    Err(ImageError::TooLarge { max_bytes: caps.max_bytes })
+    Err(ImageError::TooLarge {
+        max_bytes: caps.max_bytes,
+    })
 }
 
 fn encode(img: &DynamicImage, format: ImageFormat, quality: u8) -> Result<Vec<u8>, ImageError> {
@@ -155,7 +183,8 @@ mod tests {
     use super::*;
 
     fn input(format: ImageFormat, w: u32, h: u32) -> ImageInput {
-        let img = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb([120, 90, 60])));
+        let img =
+            DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb([120, 90, 60])));
         let mut buf = Cursor::new(Vec::new());
         img.write_to(&mut buf, format.codec()).expect("encode");
         ImageInput {
@@ -179,10 +208,16 @@ mod tests {
 
     #[test]
     fn sniffs_magic_numbers() {
-        assert_eq!(ImageFormat::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]), Some(ImageFormat::Jpeg));
+        assert_eq!(
+            ImageFormat::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some(ImageFormat::Jpeg)
+        );
         assert_eq!(ImageFormat::sniff(b"GIF89a"), None);
         assert_eq!(ImageFormat::sniff(b"II*\0rest"), Some(ImageFormat::Tiff));
-        assert_eq!(ImageFormat::sniff(b"RIFF1234WEBPVP8 "), Some(ImageFormat::Webp));
+        assert_eq!(
+            ImageFormat::sniff(b"RIFF1234WEBPVP8 "),
+            Some(ImageFormat::Webp)
+        );
     }
 
     #[test]
@@ -206,6 +241,13 @@ mod tests {
         let out = adapt_image(&input(ImageFormat::Png, 2000, 1500), &caps()).expect("adapt");
         assert_eq!((out.width, out.height), (1000, 750));
         let err = adapt_image(&input(ImageFormat::Png, 90, 300), &caps()).expect_err("too small");
-        assert_eq!(err, ImageError::TooSmall { width: 90, height: 300, min: 100 });
+        assert_eq!(
+            err,
+            ImageError::TooSmall {
+                width: 90,
+                height: 300,
+                min: 100
+            }
+        );
     }
 }

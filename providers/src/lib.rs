@@ -14,7 +14,9 @@ pub mod kairos;
 
 pub use error::{ErrorKind, ProviderError};
 pub use image_input::{Capabilities, ImageError, ImageFormat, ImageInput, adapt_image};
-pub use model::{Face, ProviderAnswer, RawExchange, SpoofType, UpstreamDecision, Warning, WarningCode};
+pub use model::{
+    Face, ProviderAnswer, RawExchange, SpoofType, UpstreamDecision, Warning, WarningCode,
+};
 pub use secret::Secret;
 
 use async_trait::async_trait;

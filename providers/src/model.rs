@@ -216,6 +216,9 @@ impl Warning {
     }
 
     pub fn with_message(code: WarningCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }

@@ -18,7 +18,10 @@ pub struct Health {
 /// Liveness of the process.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into(), checks: Default::default() })
+    Json(Health {
+        status: "ok".into(),
+        checks: Default::default(),
+    })
 }
 
 /// Readiness: the database answers.
@@ -26,21 +29,37 @@ pub async fn healthz() -> Json<Health> {
     (status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut checks = std::collections::BTreeMap::new();
-    let db_ok = match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: database check failed");
-            false
-        }
-        Err(_) => false,
-    };
-    checks.insert("database".into(), if db_ok { "ok" } else { "unavailable" }.into());
+    let db_ok =
+        match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: database check failed");
+                false
+            }
+            Err(_) => false,
+        };
+    checks.insert(
+        "database".into(),
+        if db_ok { "ok" } else { "unavailable" }.into(),
+    );
     let rt = state.runtime.load();
     checks.insert("config".into(), rt.config.hash.clone());
     if db_ok {
-        (StatusCode::OK, Json(Health { status: "ready".into(), checks }))
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "ready".into(),
+                checks,
+            }),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable".into(), checks }))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable".into(),
+                checks,
+            }),
+        )
     }
 }
 
@@ -49,5 +68,9 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }

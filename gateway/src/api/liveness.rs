@@ -59,5 +59,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Verification>, ApiError> {
-    verify::verify(&state, &caller, &headers, body).await.map(Json)
+    verify::verify(&state, &caller, &headers, body)
+        .await
+        .map(Json)
 }

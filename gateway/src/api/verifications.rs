@@ -65,18 +65,26 @@ pub async fn list(
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| ApiError::bad_request("invalid_limit", "limit must be an integer from 1 to 200"))?,
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_limit", "limit must be an integer from 1 to 200")
+            })?,
     };
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(Uuid::parse_str(c).map_err(|_| ApiError::bad_request("invalid_cursor", "unknown cursor"))?),
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "unknown cursor"))?,
+        ),
     };
     let decision = match q.decision.as_deref() {
         None | Some("") => None,
         Some(d) => Some(
             Decision::parse(d)
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_decision", "decision must be approved, declined or review")
+                    ApiError::bad_request(
+                        "invalid_decision",
+                        "decision must be approved, declined or review",
+                    )
                 })?
                 .as_str()
                 .to_owned(),
@@ -86,17 +94,29 @@ pub async fn list(
         None | Some("") => None,
         Some(s) => Some(
             DateTime::parse_from_rfc3339(s)
-                .map_err(|_| ApiError::bad_request("invalid_since", "since must be an RFC 3339 timestamp"))?
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_since", "since must be an RFC 3339 timestamp")
+                })?
                 .with_timezone(&Utc),
         ),
     };
-    let filter = ListFilter { limit, before, decision, since };
-    let rows = state.store.list_verifications(&caller.tenant_id, &filter).await?;
+    let filter = ListFilter {
+        limit,
+        before,
+        decision,
+        since,
+    };
+    let rows = state
+        .store
+        .list_verifications(&caller.tenant_id, &filter)
+        .await?;
     let mut data = Vec::with_capacity(rows.len());
     for r in &rows {
         let attempts = state.store.attempts(r.id).await?;
         data.push(Verification::from_records(r, &attempts));
     }
-    let next_cursor = (rows.len() as u32 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+    let next_cursor = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
     Ok(Json(VerificationPage { data, next_cursor }))
 }

@@ -88,7 +88,10 @@ impl Verification {
             threshold: v.threshold,
             spoof_type: v.spoof_type.as_deref().and_then(SpoofType::parse),
             face: v.face.clone().and_then(|f| serde_json::from_value(f).ok()),
-            faces_detected: v.faces_detected.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            faces_detected: v
+                .faces_detected
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
             warnings: serde_json::from_value(v.warnings.clone()).unwrap_or_default(),
             provider: v.provider.clone(),
             provider_request_id: v.provider_request_id.clone(),

@@ -27,7 +27,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.message().to_owned()),
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Conflict(d.message().to_owned())
+            }
             _ => StoreError::Other(e.to_string()),
         }
     }
@@ -106,10 +108,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
     /// The verification and its attempts, in one transaction.
-    async fn insert_verification(&self, v: &VerificationRecord, attempts: &[AttemptRecord]) -> StoreResult<()>;
+    async fn insert_verification(
+        &self,
+        v: &VerificationRecord,
+        attempts: &[AttemptRecord],
+    ) -> StoreResult<()>;
     async fn get_verification(&self, tenant_id: &str, id: Uuid) -> StoreResult<VerificationRecord>;
     /// Newest first.
-    async fn list_verifications(&self, tenant_id: &str, filter: &ListFilter) -> StoreResult<Vec<VerificationRecord>>;
+    async fn list_verifications(
+        &self,
+        tenant_id: &str,
+        filter: &ListFilter,
+    ) -> StoreResult<Vec<VerificationRecord>>;
     async fn attempts(&self, verification_id: Uuid) -> StoreResult<Vec<AttemptRecord>>;
     /// Insert a setting unless it exists; returns the stored value either way.
     async fn setting_insert_if_absent(&self, name: &str, value: &str) -> StoreResult<String>;

@@ -23,12 +23,22 @@ impl PgStore {
     /// A store confined to its own schema (created if needed): isolated test databases and
     /// several deployments sharing one database.
     pub async fn connect_in_schema(url: &str, schema: &str) -> StoreResult<Self> {
-        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(super::StoreError::Other(format!("invalid schema name {schema:?}")));
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(super::StoreError::Other(format!(
+                "invalid schema name {schema:?}"
+            )));
         }
         let base: PgConnectOptions = url.parse()?;
-        let pool = PgPoolOptions::new().max_connections(1).connect_with(base.clone()).await?;
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&pool).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&pool)
+            .await?;
         pool.close().await;
         Self::with_options(base.options([("search_path", schema)])).await
     }
@@ -61,14 +71,18 @@ fn verification(row: &PgRow) -> StoreResult<VerificationRecord> {
         threshold: row.try_get("threshold")?,
         spoof_type: row.try_get("spoof_type")?,
         warnings: row.try_get::<Json<serde_json::Value>, _>("warnings")?.0,
-        face: row.try_get::<Option<Json<serde_json::Value>>, _>("face")?.map(|j| j.0),
+        face: row
+            .try_get::<Option<Json<serde_json::Value>>, _>("face")?
+            .map(|j| j.0),
         faces_detected: row.try_get("faces_detected")?,
         image_sha256: row.try_get("image_sha256")?,
         image_format: row.try_get("image_format")?,
         image_width: row.try_get("image_width")?,
         image_height: row.try_get("image_height")?,
         external_id: row.try_get("external_id")?,
-        metadata: row.try_get::<Option<Json<serde_json::Value>>, _>("metadata")?.map(|j| j.0),
+        metadata: row
+            .try_get::<Option<Json<serde_json::Value>>, _>("metadata")?
+            .map(|j| j.0),
         http_status: row.try_get("http_status")?,
         error_code: row.try_get("error_code")?,
         error_detail: row.try_get("error_detail")?,
@@ -91,7 +105,11 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn insert_verification(&self, v: &VerificationRecord, attempts: &[AttemptRecord]) -> StoreResult<()> {
+    async fn insert_verification(
+        &self,
+        v: &VerificationRecord,
+        attempts: &[AttemptRecord],
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO verifications ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,\
@@ -151,15 +169,21 @@ impl Store for PgStore {
     }
 
     async fn get_verification(&self, tenant_id: &str, id: Uuid) -> StoreResult<VerificationRecord> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
         verification(&row)
     }
 
-    async fn list_verifications(&self, tenant_id: &str, f: &ListFilter) -> StoreResult<Vec<VerificationRecord>> {
+    async fn list_verifications(
+        &self,
+        tenant_id: &str,
+        f: &ListFilter,
+    ) -> StoreResult<Vec<VerificationRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 \
              AND ($2::uuid IS NULL OR id < $2) AND ($3::text IS NULL OR decision = $3) \
@@ -219,9 +243,11 @@ impl Store for PgStore {
     }
 
     async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }

@@ -2,11 +2,15 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::{AttemptRecord, ListFilter, Store, StoreError, StoreResult, VerificationRecord, clamp_limit};
+use super::{
+    AttemptRecord, ListFilter, Store, StoreError, StoreResult, VerificationRecord, clamp_limit,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -24,8 +28,15 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
         // An in-memory database exists per connection: keep exactly one.
-        let max = if url.contains(":memory:") || url.contains("mode=memory") { 1 } else { 8 };
-        let pool = SqlitePoolOptions::new().max_connections(max).connect_with(opts).await?;
+        let max = if url.contains(":memory:") || url.contains("mode=memory") {
+            1
+        } else {
+            8
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await?;
         Ok(Self { pool })
     }
 }
@@ -98,7 +109,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_verification(&self, v: &VerificationRecord, attempts: &[AttemptRecord]) -> StoreResult<()> {
+    async fn insert_verification(
+        &self,
+        v: &VerificationRecord,
+        attempts: &[AttemptRecord],
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO verifications ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,\
@@ -158,15 +173,21 @@ impl Store for SqliteStore {
     }
 
     async fn get_verification(&self, tenant_id: &str, id: Uuid) -> StoreResult<VerificationRecord> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant_id)
-            .bind(id.to_string())
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await?;
         verification(&row)
     }
 
-    async fn list_verifications(&self, tenant_id: &str, f: &ListFilter) -> StoreResult<Vec<VerificationRecord>> {
+    async fn list_verifications(
+        &self,
+        tenant_id: &str,
+        f: &ListFilter,
+    ) -> StoreResult<Vec<VerificationRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 \
              AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR decision = $3) \
@@ -226,9 +247,11 @@ impl Store for SqliteStore {
     }
 
     async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }

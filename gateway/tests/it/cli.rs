@@ -22,7 +22,12 @@ tenants:
 "#,
     )
     .expect("write");
-    let out = livegate().arg("check-config").arg(&bad).env_remove("LG_TEST_UNSET_VAR").output().expect("run");
+    let out = livegate()
+        .arg("check-config")
+        .arg(&bad)
+        .env_remove("LG_TEST_UNSET_VAR")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -35,10 +40,27 @@ tenants:
     }
 
     let good = dir.join("good.yaml");
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/livegate.example.yaml")).expect("example");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/livegate.example.yaml"
+    ))
+    .expect("example");
     std::fs::write(&good, example).expect("write");
-    let out = livegate().arg("check-config").arg(&good).env("DIDIT_API_KEY", "x").env("KAIROS_APP_ID", "x").env("KAIROS_APP_KEY", "x").env("COLLECTIONS_API_KEY", "x").output().expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = livegate()
+        .arg("check-config")
+        .arg(&good)
+        .env("DIDIT_API_KEY", "x")
+        .env("KAIROS_APP_ID", "x")
+        .env("KAIROS_APP_KEY", "x")
+        .env("COLLECTIONS_API_KEY", "x")
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -46,7 +68,13 @@ fn keys_new_prints_a_key_and_its_hash() {
     let out = livegate().args(["keys", "new"]).output().expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let key = text.lines().find_map(|l| l.strip_prefix("key:  ")).expect("key line");
-    let hash = text.lines().find_map(|l| l.strip_prefix("hash: ")).expect("hash line");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key:  "))
+        .expect("key line");
+    let hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hash: "))
+        .expect("hash line");
     assert_eq!(hash, livegate::config::KeyHash::of_key(key).to_string());
 }

@@ -21,7 +21,8 @@ pub const BETA_KEY: &str = "lg_test_beta_key_9876543210";
 pub const DIDIT_SECRET: &str = "didit-secret-value-4242";
 
 pub fn postgres_url() -> String {
-    std::env::var("LIVEGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("LIVEGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh, isolated store. Postgres tests fail loudly under CI when the server is missing,
@@ -29,7 +30,8 @@ pub fn postgres_url() -> String {
 pub async fn open_store(backend: Backend) -> Option<DynStore> {
     let s: DynStore = match backend {
         Backend::Sqlite => {
-            let dir = std::env::temp_dir().join(format!("livegate-test-{}", uuid::Uuid::new_v4().simple()));
+            let dir = std::env::temp_dir()
+                .join(format!("livegate-test-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&dir).expect("temp dir");
             let url = format!("sqlite:{}", dir.join("t.db").display());
             store::connect(&url).await.expect("sqlite store")
@@ -39,10 +41,16 @@ pub async fn open_store(backend: Backend) -> Option<DynStore> {
             match PgStore::connect_in_schema(&postgres_url(), &schema).await {
                 Ok(s) => Arc::new(s),
                 Err(e) if std::env::var_os("CI").is_none() => {
-                    eprintln!("SKIPPED: Postgres not reachable at {} ({e}); set CI=1 to make this fatal", postgres_url());
+                    eprintln!(
+                        "SKIPPED: Postgres not reachable at {} ({e}); set CI=1 to make this fatal",
+                        postgres_url()
+                    );
                     return None;
                 }
-                Err(e) => panic!("Postgres is required under CI but not reachable at {}: {e}", postgres_url()),
+                Err(e) => panic!(
+                    "Postgres is required under CI but not reachable at {}: {e}",
+                    postgres_url()
+                ),
             }
         }
     };
@@ -91,22 +99,37 @@ impl Harness {
         Self::start_with(backend, default_yaml).await
     }
 
-    pub async fn start_with(backend: Backend, yaml: impl FnOnce(&str) -> String) -> Option<Harness> {
+    pub async fn start_with(
+        backend: Backend,
+        yaml: impl FnOnce(&str) -> String,
+    ) -> Option<Harness> {
         let store = open_store(backend).await?;
-        let didit_addr = livegate_simulators::spawn(livegate_simulators::didit::router()).await.expect("sim");
+        let didit_addr = livegate_simulators::spawn(livegate_simulators::didit::router())
+            .await
+            .expect("sim");
         let didit = format!("http://{didit_addr}");
         let text = yaml(&didit);
-        let config = Config::parse(&text, &|name| (name == "TEST_DIDIT_KEY").then(|| DIDIT_SECRET.to_owned()))
-            .expect("test config");
+        let config = Config::parse(&text, &|name| {
+            (name == "TEST_DIDIT_KEY").then(|| DIDIT_SECRET.to_owned())
+        })
+        .expect("test config");
         let runtime = Runtime::build(config, None).expect("runtime");
         let state = AppState::new(runtime, store.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let app = router(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Some(Harness { base: format!("http://{addr}"), client: reqwest::Client::new(), store, didit, state })
+        Some(Harness {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            store,
+            didit,
+            state,
+        })
     }
 
     pub async fn reply(resp: reqwest::Response) -> Reply {
@@ -116,15 +139,28 @@ impl Harness {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Multipart `POST /v1/liveness` with the image in `field` and extra text fields.
-    pub async fn liveness(&self, key: &str, field: &str, image: Vec<u8>, fields: &[(&str, &str)]) -> Reply {
-        let mut form = reqwest::multipart::Form::new()
-            .part(field.to_owned(), reqwest::multipart::Part::bytes(image).file_name("selfie.jpg"));
+    pub async fn liveness(
+        &self,
+        key: &str,
+        field: &str,
+        image: Vec<u8>,
+        fields: &[(&str, &str)],
+    ) -> Reply {
+        let mut form = reqwest::multipart::Form::new().part(
+            field.to_owned(),
+            reqwest::multipart::Part::bytes(image).file_name("selfie.jpg"),
+        );
         for (k, v) in fields {
             form = form.text(k.to_string(), v.to_string());
         }
@@ -140,7 +176,13 @@ impl Harness {
     }
 
     pub async fn get(&self, key: &str, path: &str) -> Reply {
-        let resp = self.client.get(format!("{}{path}", self.base)).header("x-api-key", key).send().await.expect("send");
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .expect("send");
         Self::reply(resp).await
     }
 
@@ -152,16 +194,36 @@ impl Harness {
             .send()
             .await
             .expect("rule");
-        assert_eq!(resp.status().as_u16(), 201, "rule rejected: {}", resp.text().await.unwrap_or_default());
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "rule rejected: {}",
+            resp.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn sim_requests(&self) -> Vec<Value> {
-        let v: Value = self.client.get(format!("{}/_sim/requests", self.didit)).send().await.expect("requests").json().await.expect("json");
+        let v: Value = self
+            .client
+            .get(format!("{}/_sim/requests", self.didit))
+            .send()
+            .await
+            .expect("requests")
+            .json()
+            .await
+            .expect("json");
         v.as_array().cloned().unwrap_or_default()
     }
 
     /// The stored row and attempts behind an answer's id.
-    pub async fn row(&self, tenant: &str, id: &str) -> (livegate::store::VerificationRecord, Vec<livegate::store::AttemptRecord>) {
+    pub async fn row(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> (
+        livegate::store::VerificationRecord,
+        Vec<livegate::store::AttemptRecord>,
+    ) {
         let id = uuid::Uuid::parse_str(id).expect("uuid");
         let v = self.store.get_verification(tenant, id).await.expect("row");
         let a = self.store.attempts(id).await.expect("attempts");
@@ -169,17 +231,37 @@ impl Harness {
     }
 
     /// The newest row of a tenant (for failures, whose problem body has no verification id).
-    pub async fn last_row(&self, tenant: &str) -> (livegate::store::VerificationRecord, Vec<livegate::store::AttemptRecord>) {
-        let f = livegate::store::ListFilter { limit: 1, ..Default::default() };
-        let rows = self.store.list_verifications(tenant, &f).await.expect("list");
+    pub async fn last_row(
+        &self,
+        tenant: &str,
+    ) -> (
+        livegate::store::VerificationRecord,
+        Vec<livegate::store::AttemptRecord>,
+    ) {
+        let f = livegate::store::ListFilter {
+            limit: 1,
+            ..Default::default()
+        };
+        let rows = self
+            .store
+            .list_verifications(tenant, &f)
+            .await
+            .expect("list");
         let v = rows.into_iter().next().expect("a row was written");
         let a = self.store.attempts(v.id).await.expect("attempts");
         (v, a)
     }
 
     pub async fn row_count(&self, tenant: &str) -> usize {
-        let f = livegate::store::ListFilter { limit: 200, ..Default::default() };
-        self.store.list_verifications(tenant, &f).await.expect("list").len()
+        let f = livegate::store::ListFilter {
+            limit: 200,
+            ..Default::default()
+        };
+        self.store
+            .list_verifications(tenant, &f)
+            .await
+            .expect("list")
+            .len()
     }
 }
 
@@ -190,10 +272,16 @@ pub fn jpeg(seed: u8) -> Vec<u8> {
 
 pub fn encode(w: u32, h: u32, seed: u8, format: image::ImageFormat) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x as u8).wrapping_add(seed), (y as u8).wrapping_mul(3), seed.wrapping_mul(7)])
+        image::Rgb([
+            (x as u8).wrapping_add(seed),
+            (y as u8).wrapping_mul(3),
+            seed.wrapping_mul(7),
+        ])
     });
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img).write_to(&mut out, format).expect("encode");
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .expect("encode");
     out.into_inner()
 }
 

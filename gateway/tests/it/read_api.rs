@@ -2,7 +2,11 @@ use serde_json::json;
 
 use crate::harness::{ACME_KEY, BETA_KEY, Harness, jpeg};
 
-crate::store_cases!(tenant_isolation, pagination_and_filters, health_and_problems);
+crate::store_cases!(
+    tenant_isolation,
+    pagination_and_filters,
+    health_and_problems
+);
 
 async fn tenant_isolation(h: Harness) {
     h.sim_rule(json!({"score": 0.9})).await;
@@ -22,8 +26,16 @@ async fn tenant_isolation(h: Harness) {
     let list = h.get(BETA_KEY, "/v1/verifications").await;
     assert_eq!(list.status, 200);
     assert_eq!(list.body["data"], json!([]));
-    assert_eq!(h.get(ACME_KEY, "/v1/verifications/not-a-uuid").await.status, 404);
-    assert_eq!(h.get("nope", &format!("/v1/verifications/{id}")).await.status, 401);
+    assert_eq!(
+        h.get(ACME_KEY, "/v1/verifications/not-a-uuid").await.status,
+        404
+    );
+    assert_eq!(
+        h.get("nope", &format!("/v1/verifications/{id}"))
+            .await
+            .status,
+        401
+    );
 }
 
 async fn pagination_and_filters(h: Harness) {
@@ -41,23 +53,54 @@ async fn pagination_and_filters(h: Harness) {
 
     let p1 = h.get(ACME_KEY, "/v1/verifications?limit=2").await;
     assert_eq!(p1.status, 200, "{}", p1.body);
-    let got: Vec<&str> = p1.body["data"].as_array().expect("d").iter().map(|v| v["id"].as_str().expect("id")).collect();
+    let got: Vec<&str> = p1.body["data"]
+        .as_array()
+        .expect("d")
+        .iter()
+        .map(|v| v["id"].as_str().expect("id"))
+        .collect();
     assert_eq!(got, [declined_id.as_str(), ids[2].as_str()], "newest first");
     let cursor = p1.body["next_cursor"].as_str().expect("cursor").to_owned();
-    let p2 = h.get(ACME_KEY, &format!("/v1/verifications?limit=2&cursor={cursor}")).await;
-    let got: Vec<&str> = p2.body["data"].as_array().expect("d").iter().map(|v| v["id"].as_str().expect("id")).collect();
+    let p2 = h
+        .get(
+            ACME_KEY,
+            &format!("/v1/verifications?limit=2&cursor={cursor}"),
+        )
+        .await;
+    let got: Vec<&str> = p2.body["data"]
+        .as_array()
+        .expect("d")
+        .iter()
+        .map(|v| v["id"].as_str().expect("id"))
+        .collect();
     assert_eq!(got, [ids[1].as_str(), ids[0].as_str()]);
-    let p3 = h.get(ACME_KEY, &format!("/v1/verifications?limit=2&cursor={}", ids[0])).await;
+    let p3 = h
+        .get(
+            ACME_KEY,
+            &format!("/v1/verifications?limit=2&cursor={}", ids[0]),
+        )
+        .await;
     assert_eq!(p3.body["data"], json!([]));
     assert_eq!(p3.body["next_cursor"], serde_json::Value::Null);
 
     let declined = h.get(ACME_KEY, "/v1/verifications?decision=declined").await;
     assert_eq!(declined.body["data"].as_array().expect("d").len(), 1);
-    let future = h.get(ACME_KEY, "/v1/verifications?since=2999-01-01T00:00:00Z").await;
+    let future = h
+        .get(ACME_KEY, "/v1/verifications?since=2999-01-01T00:00:00Z")
+        .await;
     assert_eq!(future.body["data"], json!([]));
-    let past = h.get(ACME_KEY, "/v1/verifications?since=2000-01-01T00:00:00Z").await;
+    let past = h
+        .get(ACME_KEY, "/v1/verifications?since=2000-01-01T00:00:00Z")
+        .await;
     assert_eq!(past.body["data"].as_array().expect("d").len(), 4);
-    for bad in ["limit=0", "limit=201", "limit=x", "decision=maybe", "since=yesterday", "cursor=zzz"] {
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "limit=x",
+        "decision=maybe",
+        "since=yesterday",
+        "cursor=zzz",
+    ] {
         let r = h.get(ACME_KEY, &format!("/v1/verifications?{bad}")).await;
         assert_eq!(r.status, 400, "{bad}");
         assert_eq!(r.headers["content-type"], "application/problem+json");
@@ -74,6 +117,11 @@ async fn health_and_problems(h: Harness) {
     assert_eq!(nf.headers["content-type"], "application/problem+json");
     let rid = nf.headers["x-request-id"].to_str().expect("rid");
     assert_eq!(nf.body["request_id"], rid);
-    let resp = h.client.get(format!("{}/v1/liveness", h.base)).send().await.expect("send");
+    let resp = h
+        .client
+        .get(format!("{}/v1/liveness", h.base))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(resp.status().as_u16(), 405);
 }
