@@ -18,7 +18,21 @@ pub enum Backend {
 
 pub const ACME_KEY: &str = "lg_test_acme_key_0123456789";
 pub const BETA_KEY: &str = "lg_test_beta_key_9876543210";
+pub const KAIROS_KEY: &str = "lg_test_kairos_tenant_key_55";
+pub const COLL_KEY: &str = "lg_test_collections_tenant_key_66";
 pub const DIDIT_SECRET: &str = "didit-secret-value-4242";
+pub const KAIROS_APP_ID: &str = "kairos-app-id-1717";
+pub const KAIROS_APP_KEY: &str = "kairos-app-key-secret-1818";
+/// A well-formed collections-engine key (`fr_test_` + 32 hex).
+pub const COLL_SECRET: &str = "fr_test_0123456789abcdef0123456789abcdef";
+
+/// Which simulator a rule or request log belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sim {
+    Didit,
+    Kairos,
+    Collections,
+}
 
 pub fn postgres_url() -> String {
     std::env::var("LIVEGATE_TEST_POSTGRES_URL")
@@ -63,6 +77,8 @@ pub struct Harness {
     pub client: reqwest::Client,
     pub store: DynStore,
     pub didit: String,
+    pub kairos: String,
+    pub collections: String,
     pub state: AppState,
 }
 
@@ -72,12 +88,23 @@ pub struct Reply {
     pub body: Value,
 }
 
-/// The default test config: tenants `acme` (threshold 0.8) and `beta`, both on Didit.
-pub fn default_yaml(didit: &str) -> String {
+/// Base URLs of the three simulators, for building configs.
+pub struct SimUrls<'a> {
+    pub didit: &'a str,
+    pub kairos: &'a str,
+    pub collections: &'a str,
+}
+
+/// The default test config: tenants `acme` (threshold 0.8) and `beta` on Didit, `kairos_t` on
+/// Kairos and `coll_t` on the collections engine (threshold 0.8 both).
+pub fn default_yaml(u: &SimUrls) -> String {
+    let (didit, kairos, collections) = (u.didit, u.kairos, u.collections);
     format!(
         r#"
 providers:
   didit: {{ kind: didit, base_url: "{didit}", api_key: "${{TEST_DIDIT_KEY}}", timeout_ms: 1500 }}
+  kairos: {{ kind: kairos, base_url: "{kairos}", app_id: "{kid}", app_key: "${{TEST_KAIROS_KEY}}", timeout_ms: 1500 }}
+  engine: {{ kind: collections, base_url: "{collections}", api_key: "${{TEST_COLL_KEY}}", collection_id: "selfies", timeout_ms: 1500 }}
 limits: {{ max_pixels: 4000000 }}
 tenants:
   acme:
@@ -88,9 +115,20 @@ tenants:
     keys: ["{beta}"]
     threshold: 0.5
     routing: {{ strategy: single, providers: [didit] }}
+  kairos_t:
+    keys: ["{kt}"]
+    threshold: 0.8
+    routing: {{ strategy: single, providers: [kairos] }}
+  coll_t:
+    keys: ["{ct}"]
+    threshold: 0.8
+    routing: {{ strategy: single, providers: [engine] }}
 "#,
         acme = KeyHash::of_key(ACME_KEY),
         beta = KeyHash::of_key(BETA_KEY),
+        kt = KeyHash::of_key(KAIROS_KEY),
+        ct = KeyHash::of_key(COLL_KEY),
+        kid = KAIROS_APP_ID,
     )
 }
 
@@ -101,16 +139,24 @@ impl Harness {
 
     pub async fn start_with(
         backend: Backend,
-        yaml: impl FnOnce(&str) -> String,
+        yaml: impl FnOnce(&SimUrls) -> String,
     ) -> Option<Harness> {
+        use livegate_simulators as sims;
         let store = open_store(backend).await?;
-        let didit_addr = livegate_simulators::spawn(livegate_simulators::didit::router())
-            .await
-            .expect("sim");
-        let didit = format!("http://{didit_addr}");
-        let text = yaml(&didit);
-        let config = Config::parse(&text, &|name| {
-            (name == "TEST_DIDIT_KEY").then(|| DIDIT_SECRET.to_owned())
+        let url = |a: std::net::SocketAddr| format!("http://{a}");
+        let didit = url(sims::spawn(sims::didit::router()).await.expect("sim"));
+        let kairos = url(sims::spawn(sims::kairos::router()).await.expect("sim"));
+        let collections = url(sims::spawn(sims::collections::router()).await.expect("sim"));
+        let text = yaml(&SimUrls {
+            didit: &didit,
+            kairos: &kairos,
+            collections: &collections,
+        });
+        let config = Config::parse(&text, &|name| match name {
+            "TEST_DIDIT_KEY" => Some(DIDIT_SECRET.to_owned()),
+            "TEST_KAIROS_KEY" => Some(KAIROS_APP_KEY.to_owned()),
+            "TEST_COLL_KEY" => Some(COLL_SECRET.to_owned()),
+            _ => None,
         })
         .expect("test config");
         let runtime = Runtime::build(config, None).expect("runtime");
@@ -128,6 +174,8 @@ impl Harness {
             client: reqwest::Client::new(),
             store,
             didit,
+            kairos,
+            collections,
             state,
         })
     }
@@ -186,10 +234,22 @@ impl Harness {
         Self::reply(resp).await
     }
 
+    pub fn sim_url(&self, sim: Sim) -> &str {
+        match sim {
+            Sim::Didit => &self.didit,
+            Sim::Kairos => &self.kairos,
+            Sim::Collections => &self.collections,
+        }
+    }
+
     pub async fn sim_rule(&self, respond: Value) {
+        self.sim_rule_on(Sim::Didit, respond).await
+    }
+
+    pub async fn sim_rule_on(&self, sim: Sim, respond: Value) {
         let resp = self
             .client
-            .post(format!("{}/_sim/rules", self.didit))
+            .post(format!("{}/_sim/rules", self.sim_url(sim)))
             .json(&json!({ "respond": respond }))
             .send()
             .await
@@ -203,9 +263,13 @@ impl Harness {
     }
 
     pub async fn sim_requests(&self) -> Vec<Value> {
+        self.sim_requests_on(Sim::Didit).await
+    }
+
+    pub async fn sim_requests_on(&self, sim: Sim) -> Vec<Value> {
         let v: Value = self
             .client
-            .get(format!("{}/_sim/requests", self.didit))
+            .get(format!("{}/_sim/requests", self.sim_url(sim)))
             .send()
             .await
             .expect("requests")
