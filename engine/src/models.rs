@@ -175,7 +175,8 @@ pub(crate) fn output_slice<'a>(
             file,
             detail: format!("missing output {index}"),
         })?
-        .as_slice::<f32>()
+        .try_as_plain_ram()
+        .and_then(|view| view.as_slice::<f32>())
         .map_err(|e| EngineError::Inference {
             file,
             source: e.into(),

@@ -102,6 +102,7 @@ pub enum ProviderKind {
     },
     Embedded {
         models_dir: Option<PathBuf>,
+        max_queue: Option<usize>,
     },
 }
 
@@ -214,6 +215,7 @@ struct RawProvider {
     header_style: Option<HeaderStyle>,
     collection_id: Option<String>,
     models_dir: Option<PathBuf>,
+    max_queue: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -523,7 +525,7 @@ fn provider_spec(
         "didit" => &["base_url", "api_key", "save_api_request", "rotate_image"],
         "kairos" => &["base_url", "path", "app_id", "app_key", "header_style"],
         "collections" => &["base_url", "api_key", "collection_id"],
-        "embedded" => &["models_dir"],
+        "embedded" => &["models_dir", "max_queue"],
         other => {
             problems.push(problem(
                 format!("{path}.kind"),
@@ -543,6 +545,7 @@ fn provider_spec(
         ("header_style", raw.header_style.is_some()),
         ("collection_id", raw.collection_id.is_some()),
         ("models_dir", raw.models_dir.is_some()),
+        ("max_queue", raw.max_queue.is_some()),
     ];
     for (field, is_set) in present {
         if is_set && !allowed.contains(&field) {
@@ -589,6 +592,7 @@ fn provider_spec(
         }
         _ => ProviderKind::Embedded {
             models_dir: raw.models_dir,
+            max_queue: raw.max_queue,
         },
     };
     (problems.len() == before).then(|| ProviderSpec {

@@ -4,6 +4,8 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod demo;
+pub mod embedded;
 pub mod intake;
 pub mod keys;
 pub mod openapi;

@@ -182,15 +182,34 @@ async fn serve(
     listen: SocketAddr,
     database_url: &str,
 ) -> anyhow::Result<()> {
-    let Some(path) = config else {
-        anyhow::bail!("no config file: pass --config FILE or set LIVEGATE_CONFIG");
-    };
-    let config = Config::load(&path)?;
     let store = store::connect(database_url)
         .await
         .context("opening the database")?;
     store.migrate().await.context("migrating the database")?;
-    let runtime = Runtime::build(config, None)?;
+    let config = match config {
+        Some(path) => Config::load(&path)?,
+        None => {
+            let (hash, key) = livegate::demo::demo_key(&store)
+                .await
+                .context("preparing the demo tenant")?;
+            match key {
+                livegate::demo::DemoKey::New(key) => {
+                    println!("No config file: serving the built-in engine with a `demo` tenant.");
+                    println!("Demo API key (shown once, stored only as a hash): {key}");
+                    println!(
+                        "Try: curl -H 'Authorization: Bearer {key}' -F image=@selfie.jpg http://{listen}/v1/liveness"
+                    );
+                }
+                livegate::demo::DemoKey::Existing => {
+                    println!(
+                        "No config file: serving the built-in engine with the `demo` tenant; its key was printed at first start (remove the database to mint a new one)."
+                    );
+                }
+            }
+            livegate::demo::demo_config(&hash)?
+        }
+    };
+    let runtime = Runtime::build(config, Some(&livegate::embedded::factory))?;
     let state = AppState::new(runtime, store);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -9,6 +9,7 @@ mod secret;
 
 pub mod collections;
 pub mod didit;
+pub mod embedded;
 mod http;
 pub mod kairos;
 

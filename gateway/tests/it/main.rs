@@ -1,6 +1,7 @@
 //! HTTP-level tests: requests in, rows in the database and HTTP out.
 
 mod cli;
+mod demo;
 pub mod harness;
 mod liveness;
 mod openapi_drift;

@@ -1,0 +1,68 @@
+//! The built-in engine as a provider: where its models are found, and one loaded engine per
+//! models directory shared by every provider entry and every config reload.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use livegate_engine::Engine;
+use livegate_providers::Provider;
+use livegate_providers::embedded::{Embedded, EmbeddedConfig};
+
+use crate::config::{ProviderKind, ProviderSpec};
+
+/// Environment variable naming the models directory.
+pub const MODELS_DIR_ENV: &str = "LIVEGATE_MODELS_DIR";
+
+/// The models directory: the config's `models_dir`, else `LIVEGATE_MODELS_DIR`, else the first
+/// of `./models` and `../shared/models` that holds a `SHA256SUMS`.
+pub fn models_dir(configured: Option<&Path>) -> PathBuf {
+    if let Some(p) = configured {
+        return p.to_owned();
+    }
+    if let Some(p) = std::env::var_os(MODELS_DIR_ENV) {
+        return PathBuf::from(p);
+    }
+    let candidates = [PathBuf::from("models"), PathBuf::from("../shared/models")];
+    candidates
+        .iter()
+        .find(|p| p.join("SHA256SUMS").is_file())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("models"))
+}
+
+fn engines() -> &'static Mutex<HashMap<PathBuf, Engine>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Engine>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Load (once per directory) the engine from `dir`, verifying every model's hash.
+pub fn engine(dir: &Path) -> Result<Engine, String> {
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mut cache = engines()
+        .lock()
+        .map_err(|_| "engine cache poisoned".to_owned())?;
+    if let Some(e) = cache.get(&key) {
+        return Ok(e.clone());
+    }
+    let e = Engine::load(dir).map_err(|e| format!("loading models from {}: {e}", dir.display()))?;
+    cache.insert(key, e.clone());
+    Ok(e)
+}
+
+/// The factory `Runtime::build` uses for `kind: embedded` entries.
+pub fn factory(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, String> {
+    let ProviderKind::Embedded {
+        models_dir,
+        max_queue,
+    } = &spec.kind
+    else {
+        return Err("not an embedded provider".to_owned());
+    };
+    let engine = engine(&self::models_dir(models_dir.as_deref()))?;
+    let mut cfg = EmbeddedConfig::new(spec.name.clone());
+    if let Some(q) = max_queue {
+        cfg.max_queue = *q;
+    }
+    Ok(Arc::new(Embedded::new(cfg, engine)))
+}

@@ -1,0 +1,138 @@
+//! The built-in engine, in process. Inference is CPU-bound: it runs on the blocking pool, at
+//! most one call per core at a time, behind a bounded queue — when the queue is full the call
+//! fails at once as `Overloaded` (a 503) instead of piling up memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use livegate_engine::{Analysis, Engine};
+use tokio::sync::Semaphore;
+
+use crate::{
+    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
+    ProviderError, RawExchange, SpoofType, Warning, WarningCode,
+};
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub name: String,
+    /// Inferences running at once (default: the number of cores).
+    pub workers: usize,
+    /// Calls allowed to wait for a worker; one more is refused.
+    pub max_queue: usize,
+}
+
+impl EmbeddedConfig {
+    pub fn new(name: impl Into<String>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self { name: name.into(), workers: cores, max_queue: 64 }
+    }
+}
+
+#[derive(Debug)]
+pub struct Embedded {
+    cfg: EmbeddedConfig,
+    engine: Engine,
+    running: Arc<Semaphore>,
+    admitted: Arc<AtomicUsize>,
+    caps: Capabilities,
+}
+
+impl Embedded {
+    pub fn new(cfg: EmbeddedConfig, engine: Engine) -> Self {
+        let workers = cfg.workers.max(1);
+        Self {
+            running: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            cfg: EmbeddedConfig { workers, ..cfg },
+            engine,
+            caps: Capabilities {
+                formats: vec![ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp, ImageFormat::Tiff],
+                min_side: 1,
+                max_side: 20_000,
+                // In process: the gateway's own intake cap is the only byte limit.
+                max_bytes: usize::MAX,
+            },
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Releases an admission slot however the call ends.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[async_trait]
+impl Provider for Embedded {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
+        let limit = self.cfg.workers + self.cfg.max_queue;
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(ProviderError::new(
+                ErrorKind::Overloaded,
+                format!("the built-in engine is busy ({limit} checks in progress or queued)"),
+            ));
+        }
+        let _admission = Admission(self.admitted.clone());
+        let _permit = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ProviderError::new(ErrorKind::Unavailable, "the engine is shutting down"))?;
+        let engine = self.engine.clone();
+        let image = req.image.decoded.clone();
+        let analysis = tokio::task::spawn_blocking(move || engine.analyze(&image.to_rgb8()))
+            .await
+            .map_err(|e| ProviderError::new(ErrorKind::Unavailable, format!("engine task failed: {e}")))?
+            .map_err(|e| ProviderError::new(ErrorKind::BadInput, format!("the engine could not analyze the image: {e}")))?;
+        Ok(answer(&analysis))
+    }
+}
+
+fn answer(a: &Analysis) -> ProviderAnswer {
+    let face = a.face().map(|f| Face {
+        bbox: f.bbox.map(f64::from),
+        confidence: Some(f64::from(f.confidence)),
+        quality: a.quality.map(f64::from),
+        luminance: a.luminance.map(f64::from),
+        age: None,
+        gender: None,
+    });
+    ProviderAnswer {
+        score: a.score.map(f64::from),
+        upstream_decision: None,
+        spoof_type: a.spoof_type.map(|_| SpoofType::Unknown),
+        face,
+        faces_detected: u32::try_from(a.face_count).unwrap_or(u32::MAX),
+        warnings: a
+            .warnings
+            .iter()
+            .map(|w| Warning::new(WarningCode::from(w.code())))
+            .collect(),
+        provider_request_id: None,
+        // The analysis itself is the "raw answer" kept on the attempt row.
+        raw: RawExchange { status: None, body: serde_json::to_string(a).ok() },
+    }
+}
