@@ -8,6 +8,7 @@ pub mod demo;
 pub mod embedded;
 pub mod intake;
 pub mod keys;
+pub mod models;
 pub mod openapi;
 pub mod policy;
 pub mod problem;

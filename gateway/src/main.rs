@@ -61,6 +61,24 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// The built-in engine's model files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download the models named in the manifest, verify their SHA-256 and write SHA256SUMS.
+    Fetch {
+        /// Directory to fill (default: LIVEGATE_MODELS_DIR, else ./models).
+        #[arg(long, env = "LIVEGATE_MODELS_DIR")]
+        dir: Option<PathBuf>,
+        /// A mirror serving every file as <URL>/<file>, used instead of each file's own URL.
+        #[arg(long, env = "LIVEGATE_MODELS_URL")]
+        base_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +191,28 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             kairos,
             collections,
         } => simulate(didit, kairos, collections).await,
+        Command::Models {
+            command: ModelsCommand::Fetch { dir, base_url },
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("models"));
+            let manifest = livegate::models::manifest()?;
+            for f in &manifest.files {
+                println!("{} ({}): {}", f.file, f.licence, f.origin);
+            }
+            let report = livegate::models::fetch(&manifest, &dir, base_url.as_deref()).await?;
+            for r in report {
+                match r {
+                    livegate::models::Fetched::AlreadyPresent(f) => {
+                        println!("{f}: already present, hash verified")
+                    }
+                    livegate::models::Fetched::Downloaded(f) => {
+                        println!("{f}: downloaded, hash verified")
+                    }
+                }
+            }
+            println!("models ready in {}", dir.display());
+            Ok(())
+        }
         Command::CheckConfig { .. } | Command::Keys { .. } | Command::Openapi => Ok(()),
     }
 }

@@ -4,5 +4,6 @@ mod cli;
 mod demo;
 pub mod harness;
 mod liveness;
+mod models_fetch;
 mod openapi_drift;
 mod read_api;
