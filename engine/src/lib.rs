@@ -27,6 +27,7 @@ mod error;
 mod models;
 mod quality;
 mod resize;
+pub mod server;
 
 pub use error::{BoxError, EngineError};
 pub use models::{

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/liveness", post(api::liveness::create))
         .route("/v1/verifications", get(api::verifications::list))
         .route("/v1/verifications/{id}", get(api::verifications::get_one))
+        .route("/admin/v1/config", get(api::admin::config))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/openapi.yaml", get(openapi::serve_yaml))

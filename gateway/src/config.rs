@@ -73,14 +73,42 @@ impl Default for Limits {
 }
 
 /// A provider entry with its kind-specific settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSpec {
     pub name: String,
     pub timeout: Duration,
     pub kind: ProviderKind,
+    pub resilience: Resilience,
 }
 
-#[derive(Debug, Clone)]
+/// How livegate protects a tenant from a failing provider and a provider from livegate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resilience {
+    /// Extra tries on the same provider after a transient failure.
+    pub retries: u32,
+    /// Outbound requests per second (a vendor's documented limit), `None` = unlimited.
+    pub max_rps: Option<f64>,
+    /// Outbound calls in flight at once, `None` = unlimited.
+    pub max_concurrency: Option<usize>,
+    /// Consecutive failures that open the circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open before one probe is let through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self {
+            retries: 0,
+            max_rps: None,
+            max_concurrency: None,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderKind {
     Didit {
         base_url: String,
@@ -162,12 +190,24 @@ pub struct Tenant {
     pub review_band: Option<f64>,
     pub routing: Routing,
     pub warning_actions: HashMap<String, WarningAction>,
+    /// A request may name one of the tenant's providers with `provider=`.
+    pub allow_provider_override: bool,
+    /// Below this face quality (0-1) livegate adds `LOW_FACE_QUALITY`.
+    pub min_face_quality: Option<f64>,
+    /// Outside `[min, max]` face luminance (0-1) livegate adds `LOW_`/`HIGH_FACE_LUMINANCE`.
+    pub luminance: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Routing {
     pub strategy: Strategy,
     pub providers: Vec<String>,
+    /// `weighted` only: one weight per provider.
+    pub weights: Vec<u32>,
+    /// `weighted` only: fall back to the other providers on retryable failures.
+    pub fallback: bool,
+    /// Overall time for all attempts of one request.
+    pub deadline: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -175,6 +215,8 @@ pub struct Routing {
 pub enum Strategy {
     Single,
     Fallback,
+    Weighted,
+    Shadow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -216,6 +258,17 @@ struct RawProvider {
     collection_id: Option<String>,
     models_dir: Option<PathBuf>,
     max_queue: Option<usize>,
+    retries: Option<u32>,
+    max_rps: Option<f64>,
+    max_concurrency: Option<usize>,
+    circuit_breaker: Option<RawBreaker>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures: Option<u32>,
+    cooldown_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +281,10 @@ struct RawTenant {
     routing: RawRouting,
     #[serde(default)]
     warnings: BTreeMap<String, WarningAction>,
+    #[serde(default)]
+    allow_provider_override: bool,
+    min_face_quality: Option<f64>,
+    luminance: Option<[f64; 2]>,
 }
 
 fn default_threshold() -> f64 {
@@ -239,6 +296,11 @@ fn default_threshold() -> f64 {
 struct RawRouting {
     strategy: Strategy,
     providers: Vec<String>,
+    #[serde(default)]
+    weights: Vec<u32>,
+    #[serde(default)]
+    fallback: bool,
+    deadline_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -595,10 +657,59 @@ fn provider_spec(
             max_queue: raw.max_queue,
         },
     };
+    let mut resilience = Resilience::default();
+    if let Some(r) = raw.retries {
+        if r > 5 {
+            problems.push(problem(
+                format!("{path}.retries"),
+                "must be between 0 and 5",
+            ));
+        }
+        resilience.retries = r;
+    }
+    if let Some(rps) = raw.max_rps {
+        if !(rps.is_finite() && rps > 0.0) {
+            problems.push(problem(
+                format!("{path}.max_rps"),
+                "must be a number greater than 0",
+            ));
+        }
+        resilience.max_rps = Some(rps);
+    }
+    if let Some(c) = raw.max_concurrency {
+        if c == 0 {
+            problems.push(problem(
+                format!("{path}.max_concurrency"),
+                "must be at least 1",
+            ));
+        }
+        resilience.max_concurrency = Some(c);
+    }
+    if let Some(b) = raw.circuit_breaker {
+        if let Some(f) = b.failures {
+            if f == 0 {
+                problems.push(problem(
+                    format!("{path}.circuit_breaker.failures"),
+                    "must be at least 1",
+                ));
+            }
+            resilience.breaker_failures = f;
+        }
+        if let Some(ms) = b.cooldown_ms {
+            if ms == 0 {
+                problems.push(problem(
+                    format!("{path}.circuit_breaker.cooldown_ms"),
+                    "must be at least 1",
+                ));
+            }
+            resilience.breaker_cooldown = Duration::from_millis(ms);
+        }
+    }
     (problems.len() == before).then(|| ProviderSpec {
         name: name.to_owned(),
         timeout: Duration::from_millis(timeout_ms),
         kind,
+        resilience,
     })
 }
 
@@ -669,6 +780,72 @@ fn tenant(
             "strategy single takes exactly one provider",
         ));
     }
+    if r.strategy == Strategy::Shadow && r.providers.len() < 2 {
+        problems.push(problem(
+            format!("{path}.routing.providers"),
+            "strategy shadow takes a primary and at least one shadow provider",
+        ));
+    }
+    if r.strategy == Strategy::Weighted {
+        if r.weights.len() != r.providers.len() {
+            problems.push(problem(
+                format!("{path}.routing.weights"),
+                format!(
+                    "needs one weight per provider ({} providers, {} weights)",
+                    r.providers.len(),
+                    r.weights.len()
+                ),
+            ));
+        } else if r.weights.iter().all(|w| *w == 0) {
+            problems.push(problem(
+                format!("{path}.routing.weights"),
+                "at least one weight must be above 0",
+            ));
+        }
+    } else if !r.weights.is_empty() {
+        problems.push(problem(
+            format!("{path}.routing.weights"),
+            "only strategy weighted takes weights",
+        ));
+    }
+    if r.fallback && r.strategy != Strategy::Weighted {
+        problems.push(problem(
+            format!("{path}.routing.fallback"),
+            "only strategy weighted takes `fallback` (use strategy fallback for an ordered chain)",
+        ));
+    }
+    let deadline_ms = r.deadline_ms.unwrap_or(30_000);
+    if deadline_ms == 0 || deadline_ms > 300_000 {
+        problems.push(problem(
+            format!("{path}.routing.deadline_ms"),
+            "must be between 1 and 300000",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, p) in r.providers.iter().enumerate() {
+        if !seen.insert(p) {
+            problems.push(problem(
+                format!("{path}.routing.providers[{i}]"),
+                format!("provider {p:?} is listed twice"),
+            ));
+        }
+    }
+    if let Some(q) = raw.min_face_quality
+        && !(0.0..=1.0).contains(&q)
+    {
+        problems.push(problem(
+            format!("{path}.min_face_quality"),
+            "must be between 0 and 1",
+        ));
+    }
+    if let Some([lo, hi]) = raw.luminance
+        && !((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi) && lo <= hi)
+    {
+        problems.push(problem(
+            format!("{path}.luminance"),
+            "must be [min, max] with 0 <= min <= max <= 1",
+        ));
+    }
     for (i, p) in r.providers.iter().enumerate() {
         if !providers.contains(p) {
             problems.push(problem(
@@ -705,8 +882,14 @@ fn tenant(
         routing: Routing {
             strategy: r.strategy,
             providers: r.providers,
+            weights: r.weights,
+            fallback: r.fallback,
+            deadline: Duration::from_millis(deadline_ms),
         },
         warning_actions,
+        allow_provider_override: raw.allow_provider_override,
+        min_face_quality: raw.min_face_quality,
+        luminance: raw.luminance.map(|[lo, hi]| (lo, hi)),
     })
 }
 

@@ -12,6 +12,8 @@ pub mod models;
 pub mod openapi;
 pub mod policy;
 pub mod problem;
+pub mod reload;
+pub mod resilience;
 pub mod routing;
 pub mod runtime;
 pub mod store;

@@ -66,6 +66,51 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// The built-in engine as a collections server (the self-hosted face API).
+    Engine {
+        #[command(subcommand)]
+        command: EngineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// Serve the collections API (`/api/v1/collections/{id}/…`) on the built-in engine.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "LIVEGATE_ENGINE_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Models directory (default: LIVEGATE_MODELS_DIR, else ./models or ../shared/models).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
+    /// API keys of collections.
+    Keys {
+        #[command(subcommand)]
+        command: EngineKeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineKeysCommand {
+    /// Create the collection if needed and print a fresh key bound to it (shown once; only its
+    /// SHA-256 is stored).
+    New {
+        /// Collection id: 1-128 of letters, digits, `_`, `-`, `.`.
+        #[arg(long)]
+        collection: String,
+        /// An `fr_live_` key (the default).
+        #[arg(long, conflicts_with = "test")]
+        live: bool,
+        /// An `fr_test_` key.
+        #[arg(long)]
+        test: bool,
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +258,26 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             println!("models ready in {}", dir.display());
             Ok(())
         }
+        Command::Engine {
+            command:
+                EngineCommand::Serve {
+                    listen,
+                    models_dir,
+                    database_url,
+                },
+        } => engine_serve(listen, models_dir, &database_url).await,
+        Command::Engine {
+            command:
+                EngineCommand::Keys {
+                    command:
+                        EngineKeysCommand::New {
+                            collection,
+                            live: _,
+                            test,
+                            database_url,
+                        },
+                },
+        } => engine_key_new(&collection, test, &database_url).await,
         Command::CheckConfig { .. } | Command::Keys { .. } | Command::Openapi => Ok(()),
     }
 }
@@ -226,6 +291,7 @@ async fn serve(
         .await
         .context("opening the database")?;
     store.migrate().await.context("migrating the database")?;
+    let config_path = config.clone();
     let config = match config {
         Some(path) => Config::load(&path)?,
         None => {
@@ -251,6 +317,15 @@ async fn serve(
     };
     let runtime = Runtime::build(config, Some(&livegate::embedded::factory))?;
     let state = AppState::new(runtime, store);
+    if let Some(path) = config_path {
+        let factory: &'static livegate::runtime::EmbeddedFactory = &livegate::embedded::factory;
+        livegate::reload::spawn_watcher(
+            state.clone(),
+            path,
+            Some(factory),
+            std::time::Duration::from_secs(1),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -258,6 +333,62 @@ async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    Ok(())
+}
+
+async fn engine_serve(
+    listen: SocketAddr,
+    models_dir: Option<PathBuf>,
+    database_url: &str,
+) -> anyhow::Result<()> {
+    use livegate_engine::server::{ServerOptions, router};
+    let faces = store::faces::open(database_url)
+        .await
+        .context("opening the database")?;
+    let dir = livegate::embedded::models_dir(models_dir.as_deref());
+    // Loading verifies hashes and optimizes four models: seconds of CPU, off the async threads.
+    let engine = tokio::task::spawn_blocking(move || livegate::embedded::engine(&dir))
+        .await
+        .context("loading the models")?
+        .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("collections engine on http://{addr}");
+    tracing::info!(listen = %addr, database = %store::redact_url(database_url), "collections engine listening");
+    axum::serve(listener, router(engine, faces, ServerOptions::default()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn engine_key_new(collection: &str, test: bool, database_url: &str) -> anyhow::Result<()> {
+    use livegate_engine::server::{KeyMode, format_key, hash_key, valid_collection_id};
+    use rand::RngCore;
+    if !valid_collection_id(collection) {
+        anyhow::bail!(
+            "{collection:?} is not a usable collection id: use 1-128 of letters, digits, `_`, `-`, `.`"
+        );
+    }
+    let faces = store::faces::open(database_url)
+        .await
+        .context("opening the database")?;
+    faces
+        .create_collection(collection)
+        .await
+        .context("creating the collection")?;
+    let mode = if test { KeyMode::Test } else { KeyMode::Live };
+    let mut random = [0u8; 16];
+    rand::rng().fill_bytes(&mut random);
+    let key = format_key(mode, random);
+    faces
+        .bind_key(collection, &hash_key(&key), mode)
+        .await
+        .context("storing the key")?;
+    println!("collection: {collection}");
+    println!("key: {key}");
+    println!("(shown once: only its SHA-256 is stored)");
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use crate::problem::Problem;
         api::verifications::list,
         api::health::healthz,
         api::health::readyz,
+        api::admin::config,
     ),
     components(schemas(Problem)),
     modifiers(&Security),
@@ -25,6 +26,7 @@ use crate::problem::Problem;
         (name = "liveness", description = "Liveness checks"),
         (name = "verifications", description = "Stored verifications of the caller's tenant"),
         (name = "operations", description = "Health and readiness"),
+        (name = "admin", description = "Operator endpoints (admin keys)"),
     )
 )]
 pub struct ApiDoc;

@@ -58,6 +58,21 @@ pub fn decide(tenant: &Tenant, threshold: f64, answer: &ProviderAnswer) -> Judge
     if answer.spoof_type.is_some() {
         ensure(&mut warnings, WarningCode::LivenessFaceAttack);
     }
+    // The tenant's quality gates apply where the provider reports the metric.
+    if let Some(face) = &answer.face {
+        if let (Some(min), Some(q)) = (tenant.min_face_quality, face.quality)
+            && q < min
+        {
+            ensure(&mut warnings, WarningCode::LowFaceQuality);
+        }
+        if let (Some((lo, hi)), Some(l)) = (tenant.luminance, face.luminance) {
+            if l < lo {
+                ensure(&mut warnings, WarningCode::LowFaceLuminance);
+            } else if l > hi {
+                ensure(&mut warnings, WarningCode::HighFaceLuminance);
+            }
+        }
+    }
 
     let mut decision = match answer.score {
         // No score means nothing to approve: the warnings (no face, ...) say why.
@@ -114,8 +129,14 @@ mod tests {
             routing: Routing {
                 strategy: Strategy::Single,
                 providers: vec!["p".into()],
+                weights: vec![],
+                fallback: false,
+                deadline: std::time::Duration::from_secs(30),
             },
             warning_actions,
+            allow_provider_override: false,
+            min_face_quality: None,
+            luminance: None,
         }
     }
 

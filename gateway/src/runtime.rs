@@ -7,13 +7,14 @@ use std::sync::Arc;
 use livegate_providers::Provider;
 
 use crate::config::{Config, HeaderStyle, KeyHash, ProviderKind, ProviderSpec, Tenant};
+use crate::resilience::{BreakerState, Guarded};
 
 #[derive(Debug)]
 pub struct Runtime {
     pub config: Config,
     keys: HashMap<KeyHash, String>,
     admin_keys: Vec<KeyHash>,
-    providers: HashMap<String, Arc<dyn Provider>>,
+    providers: HashMap<String, Arc<Guarded>>,
     pub loaded_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -32,13 +33,32 @@ impl Runtime {
         config: Config,
         embedded: Option<&EmbeddedFactory>,
     ) -> Result<Runtime, BuildError> {
+        Self::rebuild(config, embedded, None)
+    }
+
+    /// Build from a new config, keeping the provider clients (and so their circuit breakers
+    /// and caps) of entries whose settings did not change.
+    pub fn rebuild(
+        config: Config,
+        embedded: Option<&EmbeddedFactory>,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, BuildError> {
         let mut providers = HashMap::new();
         for (name, spec) in &config.providers {
-            let p = build_provider(spec, embedded).map_err(|message| BuildError {
-                name: name.clone(),
-                message,
-            })?;
-            providers.insert(name.clone(), p);
+            let kept = previous
+                .filter(|p| p.config.providers.get(name) == Some(spec))
+                .and_then(|p| p.providers.get(name).cloned());
+            let guarded = match kept {
+                Some(g) => g,
+                None => {
+                    let p = build_provider(spec, embedded).map_err(|message| BuildError {
+                        name: name.clone(),
+                        message,
+                    })?;
+                    Arc::new(Guarded::new(p, spec.timeout, &spec.resilience))
+                }
+            };
+            providers.insert(name.clone(), guarded);
         }
         let mut keys = HashMap::new();
         for t in config.tenants.values() {
@@ -64,8 +84,19 @@ impl Runtime {
         self.admin_keys.contains(&KeyHash::of_key(key))
     }
 
-    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+    pub fn provider(&self, name: &str) -> Option<&Arc<Guarded>> {
         self.providers.get(name)
+    }
+
+    /// Every provider's circuit state, by name.
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
+        let mut v: Vec<_> = self
+            .providers
+            .iter()
+            .map(|(n, g)| (n.clone(), g.breaker.state()))
+            .collect();
+        v.sort();
+        v
     }
 }
 

@@ -14,13 +14,66 @@ use crate::config::Tenant;
 use crate::intake::{self, Submission};
 use crate::policy::{self, Decision};
 use crate::problem::{ApiError, current_request_id};
-use crate::routing::{self, AttemptLog, RouteInput};
+use crate::routing::{self, AttemptLog, RouteInput, ShadowCall};
 use crate::store::{AttemptRecord, VerificationRecord};
 
 /// What is known about a verification so far; becomes its row whatever happens.
 struct Draft {
     record: VerificationRecord,
     attempts: Vec<AttemptLog>,
+    shadows: Vec<ShadowCall>,
+}
+
+fn attempt_record(verification_id: Uuid, attempt_no: usize, a: &AttemptLog) -> AttemptRecord {
+    AttemptRecord {
+        verification_id,
+        attempt_no: i32::try_from(attempt_no).unwrap_or(i32::MAX),
+        provider: a.provider.clone(),
+        provider_kind: a.provider_kind.clone(),
+        outcome: if a.error_code.is_none() {
+            "ok"
+        } else {
+            "error"
+        }
+        .to_owned(),
+        shadow: a.shadow,
+        score: a.score,
+        error_code: a.error_code.clone(),
+        upstream_status: a.upstream_status.map(i32::from),
+        latency_ms: a.latency_ms,
+        raw_body: a.raw_body.clone(),
+        created_at: a.at,
+    }
+}
+
+/// Shadow calls finish in the background, after the answer: their attempts are appended to the
+/// stored verification when they end, and a failing or slow shadow costs the tenant nothing.
+fn store_shadows(
+    state: &AppState,
+    verification_id: Uuid,
+    first_no: usize,
+    shadows: Vec<ShadowCall>,
+) {
+    if shadows.is_empty() {
+        return;
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let mut next = first_no;
+        for call in shadows {
+            let Ok(logs) = call.await else { continue };
+            let records: Vec<AttemptRecord> = logs
+                .iter()
+                .map(|a| {
+                    next += 1;
+                    attempt_record(verification_id, next, a)
+                })
+                .collect();
+            if let Err(e) = store.insert_attempts(&records).await {
+                tracing::error!(error = %e, %verification_id, "storing a shadow attempt failed");
+            }
+        }
+    });
 }
 
 pub async fn verify(
@@ -61,6 +114,7 @@ pub async fn verify(
             created_at: Utc::now(),
         },
         attempts: Vec::new(),
+        shadows: Vec::new(),
     };
 
     let outcome = run(caller, tenant, headers, body, &mut draft).await;
@@ -77,25 +131,7 @@ pub async fn verify(
         .attempts
         .iter()
         .enumerate()
-        .map(|(i, a)| AttemptRecord {
-            verification_id: rec.id,
-            attempt_no: i32::try_from(i + 1).unwrap_or(i32::MAX),
-            provider: a.provider.clone(),
-            provider_kind: a.provider_kind.clone(),
-            outcome: if a.error_code.is_none() {
-                "ok"
-            } else {
-                "error"
-            }
-            .to_owned(),
-            shadow: false,
-            score: a.score,
-            error_code: a.error_code.clone(),
-            upstream_status: a.upstream_status.map(i32::from),
-            latency_ms: a.latency_ms,
-            raw_body: a.raw_body.clone(),
-            created_at: a.at,
-        })
+        .map(|(i, a)| attempt_record(rec.id, i + 1, a))
         .collect();
     // The answer goes out only once its row is committed: nothing is lost.
     state
@@ -103,6 +139,12 @@ pub async fn verify(
         .insert_verification(rec, &attempts)
         .await
         .map_err(ApiError::internal)?;
+    store_shadows(
+        state,
+        rec.id,
+        attempts.len(),
+        std::mem::take(&mut draft.shadows),
+    );
     tracing::info!(
         tenant = %rec.tenant_id,
         verification_id = %rec.id,
@@ -139,11 +181,19 @@ async fn run(
         }
         rec.threshold = t;
     }
-    if sub.provider.is_some() {
-        return Err(ApiError::bad_request(
-            "provider_override_not_allowed",
-            "this tenant may not choose a provider per request",
-        ));
+    if let Some(p) = &sub.provider {
+        if !tenant.allow_provider_override {
+            return Err(ApiError::bad_request(
+                "provider_override_not_allowed",
+                "this tenant may not choose a provider per request",
+            ));
+        }
+        if !tenant.routing.providers.contains(p) {
+            return Err(ApiError::bad_request(
+                "unknown_provider",
+                format!("provider {p:?} is not one of this tenant's providers"),
+            ));
+        }
     }
     let bytes = sub.image.ok_or_else(|| {
         ApiError::bad_request(
@@ -166,18 +216,27 @@ async fn run(
         .map(str::to_owned);
     let threshold = rec.threshold;
     let request_id = rec.request_id.clone();
-    let routed = routing::route(
+    // A retried request (same Idempotency-Key or X-Request-Id) lands on the same provider.
+    let routing_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("{}:{k}", tenant.id))
+        .unwrap_or_else(|| request_id.clone());
+    let (routed, shadows) = routing::route(
         RouteInput {
             runtime: &caller.runtime,
             tenant,
             image: &image,
             threshold,
+            routing_key: &routing_key,
             request_id: &request_id,
             traceparent,
+            provider_override: sub.provider.as_deref(),
         },
         &mut draft.attempts,
     )
     .await;
+    draft.shadows = shadows;
     let rec = &mut draft.record;
     let routed = match routed {
         Ok(r) => r,

@@ -26,7 +26,11 @@ pub struct EmbeddedConfig {
 impl EmbeddedConfig {
     pub fn new(name: impl Into<String>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self { name: name.into(), workers: cores, max_queue: 64 }
+        Self {
+            name: name.into(),
+            workers: cores,
+            max_queue: 64,
+        }
     }
 }
 
@@ -48,7 +52,12 @@ impl Embedded {
             cfg: EmbeddedConfig { workers, ..cfg },
             engine,
             caps: Capabilities {
-                formats: vec![ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp, ImageFormat::Tiff],
+                formats: vec![
+                    ImageFormat::Jpeg,
+                    ImageFormat::Png,
+                    ImageFormat::Webp,
+                    ImageFormat::Tiff,
+                ],
                 min_side: 1,
                 max_side: 20_000,
                 // In process: the gateway's own intake cap is the only byte limit.
@@ -95,18 +104,22 @@ impl Provider for Embedded {
             ));
         }
         let _admission = Admission(self.admitted.clone());
-        let _permit = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ProviderError::new(ErrorKind::Unavailable, "the engine is shutting down"))?;
+        let _permit = self.running.clone().acquire_owned().await.map_err(|_| {
+            ProviderError::new(ErrorKind::Unavailable, "the engine is shutting down")
+        })?;
         let engine = self.engine.clone();
         let image = req.image.decoded.clone();
         let analysis = tokio::task::spawn_blocking(move || engine.analyze(&image.to_rgb8()))
             .await
-            .map_err(|e| ProviderError::new(ErrorKind::Unavailable, format!("engine task failed: {e}")))?
-            .map_err(|e| ProviderError::new(ErrorKind::BadInput, format!("the engine could not analyze the image: {e}")))?;
+            .map_err(|e| {
+                ProviderError::new(ErrorKind::Unavailable, format!("engine task failed: {e}"))
+            })?
+            .map_err(|e| {
+                ProviderError::new(
+                    ErrorKind::BadInput,
+                    format!("the engine could not analyze the image: {e}"),
+                )
+            })?;
         Ok(answer(&analysis))
     }
 }
@@ -133,6 +146,9 @@ fn answer(a: &Analysis) -> ProviderAnswer {
             .collect(),
         provider_request_id: None,
         // The analysis itself is the "raw answer" kept on the attempt row.
-        raw: RawExchange { status: None, body: serde_json::to_string(a).ok() },
+        raw: RawExchange {
+            status: None,
+            body: serde_json::to_string(a).ok(),
+        },
     }
 }

@@ -35,8 +35,10 @@ pub enum ErrorKind {
     BadResponse,
     /// The image cannot be sent to this provider (format, size), even after adaptation.
     Unsupported,
-    /// The provider is saturated locally (queue full, concurrency cap, open circuit).
+    /// The provider is saturated locally (queue full, concurrency or rate cap).
     Overloaded,
+    /// livegate's circuit breaker for this provider is open: it is failing, so it is skipped.
+    CircuitOpen,
 }
 
 impl ErrorKind {
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::BadResponse => "provider_bad_response",
             ErrorKind::Unsupported => "provider_unsupported_image",
             ErrorKind::Overloaded => "provider_overloaded",
+            ErrorKind::CircuitOpen => "provider_circuit_open",
         }
     }
 
@@ -62,7 +65,10 @@ impl ErrorKind {
         match self {
             ErrorKind::BadInput | ErrorKind::Unsupported => 422,
             ErrorKind::Timeout => 504,
-            ErrorKind::Unavailable | ErrorKind::Overloaded | ErrorKind::RateLimited => 503,
+            ErrorKind::Unavailable
+            | ErrorKind::Overloaded
+            | ErrorKind::RateLimited
+            | ErrorKind::CircuitOpen => 503,
             ErrorKind::AuthFailed
             | ErrorKind::OutOfCredits
             | ErrorKind::UsageLimit
@@ -74,6 +80,31 @@ impl ErrorKind {
     /// Whether another provider (or a later try) may succeed where this one failed.
     pub fn retryable(self) -> bool {
         !matches!(self, ErrorKind::BadInput)
+    }
+
+    /// Whether trying the same provider again soon may help (transient failures only).
+    pub fn transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout
+                | ErrorKind::Unreachable
+                | ErrorKind::Unavailable
+                | ErrorKind::RateLimited
+                | ErrorKind::Overloaded
+                | ErrorKind::BadResponse
+        )
+    }
+
+    /// Whether the failure says something about the provider's health (counts toward
+    /// opening its circuit). Bad images and local back-pressure do not.
+    pub fn counts_against_provider(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::BadInput
+                | ErrorKind::Unsupported
+                | ErrorKind::Overloaded
+                | ErrorKind::CircuitOpen
+        )
     }
 }
 

@@ -1,6 +1,7 @@
 //! Persistence: one `Store` trait on domain records, a Postgres and a SQLite implementation,
 //! chosen by the URL scheme. Both pass the same conformance suite (`tests/store_conformance.rs`).
 
+pub mod faces;
 mod postgres;
 mod sqlite;
 
@@ -113,6 +114,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         v: &VerificationRecord,
         attempts: &[AttemptRecord],
     ) -> StoreResult<()>;
+    /// Attempts that ended after their verification was stored (shadow calls).
+    async fn insert_attempts(&self, attempts: &[AttemptRecord]) -> StoreResult<()>;
     async fn get_verification(&self, tenant_id: &str, id: Uuid) -> StoreResult<VerificationRecord>;
     /// Newest first.
     async fn list_verifications(

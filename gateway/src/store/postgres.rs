@@ -15,6 +15,11 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The pool, for the engine's face store (`faces.rs`), which shares this database.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let opts: PgConnectOptions = url.parse()?;
         Self::with_options(opts).await
@@ -93,6 +98,34 @@ fn verification(row: &PgRow) -> StoreResult<VerificationRecord> {
     })
 }
 
+async fn insert_attempts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    attempts: &[AttemptRecord],
+) -> StoreResult<()> {
+    for a in attempts {
+        sqlx::query(
+                "INSERT INTO verification_attempts (verification_id, attempt_no, provider, provider_kind, \
+                 outcome, shadow, score, error_code, upstream_status, latency_ms, raw_body, created_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+            )
+            .bind(a.verification_id)
+            .bind(a.attempt_no)
+            .bind(&a.provider)
+            .bind(&a.provider_kind)
+            .bind(&a.outcome)
+            .bind(a.shadow)
+            .bind(a.score)
+            .bind(&a.error_code)
+            .bind(a.upstream_status)
+            .bind(a.latency_ms)
+            .bind(&a.raw_body)
+            .bind(a.created_at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -143,27 +176,14 @@ impl Store for PgStore {
         .bind(v.created_at)
         .execute(&mut *tx)
         .await?;
-        for a in attempts {
-            sqlx::query(
-                "INSERT INTO verification_attempts (verification_id, attempt_no, provider, provider_kind, \
-                 outcome, shadow, score, error_code, upstream_status, latency_ms, raw_body, created_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-            )
-            .bind(a.verification_id)
-            .bind(a.attempt_no)
-            .bind(&a.provider)
-            .bind(&a.provider_kind)
-            .bind(&a.outcome)
-            .bind(a.shadow)
-            .bind(a.score)
-            .bind(&a.error_code)
-            .bind(a.upstream_status)
-            .bind(a.latency_ms)
-            .bind(&a.raw_body)
-            .bind(a.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_attempts(&mut tx, attempts).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_attempts(&self, attempts: &[AttemptRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_attempts(&mut tx, attempts).await?;
         tx.commit().await?;
         Ok(())
     }

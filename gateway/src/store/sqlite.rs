@@ -20,6 +20,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The pool, for the engine's face store (`faces.rs`), which shares this database.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -97,6 +102,34 @@ fn verification(row: &SqliteRow) -> StoreResult<VerificationRecord> {
     })
 }
 
+async fn insert_attempts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    attempts: &[AttemptRecord],
+) -> StoreResult<()> {
+    for a in attempts {
+        sqlx::query(
+                "INSERT INTO verification_attempts (verification_id, attempt_no, provider, provider_kind, \
+                 outcome, shadow, score, error_code, upstream_status, latency_ms, raw_body, created_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+            )
+            .bind(a.verification_id.to_string())
+            .bind(a.attempt_no)
+            .bind(&a.provider)
+            .bind(&a.provider_kind)
+            .bind(&a.outcome)
+            .bind(a.shadow)
+            .bind(a.score)
+            .bind(&a.error_code)
+            .bind(a.upstream_status)
+            .bind(a.latency_ms)
+            .bind(&a.raw_body)
+            .bind(ts(&a.created_at))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -147,27 +180,14 @@ impl Store for SqliteStore {
         .bind(ts(&v.created_at))
         .execute(&mut *tx)
         .await?;
-        for a in attempts {
-            sqlx::query(
-                "INSERT INTO verification_attempts (verification_id, attempt_no, provider, provider_kind, \
-                 outcome, shadow, score, error_code, upstream_status, latency_ms, raw_body, created_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-            )
-            .bind(a.verification_id.to_string())
-            .bind(a.attempt_no)
-            .bind(&a.provider)
-            .bind(&a.provider_kind)
-            .bind(&a.outcome)
-            .bind(a.shadow)
-            .bind(a.score)
-            .bind(&a.error_code)
-            .bind(a.upstream_status)
-            .bind(a.latency_ms)
-            .bind(&a.raw_body)
-            .bind(ts(&a.created_at))
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_attempts(&mut tx, attempts).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_attempts(&self, attempts: &[AttemptRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_attempts(&mut tx, attempts).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -2,8 +2,11 @@
 
 mod cli;
 mod demo;
+mod equivalence;
 pub mod harness;
 mod liveness;
 mod models_fetch;
 mod openapi_drift;
+mod providers;
 mod read_api;
+mod simulate_cli;
