@@ -47,6 +47,9 @@ pub struct Judgement {
     pub warnings: Vec<Warning>,
 }
 
+/// Tolerance for comparing decimal scores after floating-point arithmetic.
+const SCORE_EPSILON: f64 = 1e-9;
+
 /// Decide on one provider answer under the tenant's policy and the effective threshold.
 pub fn decide(tenant: &Tenant, threshold: f64, answer: &ProviderAnswer) -> Judgement {
     let mut warnings = answer.warnings.clone();
@@ -75,8 +78,18 @@ pub fn decide(tenant: &Tenant, threshold: f64, answer: &ProviderAnswer) -> Judge
     }
 
     let mut decision = match answer.score {
-        // No score means nothing to approve: the warnings (no face, ...) say why.
-        None => Decision::Declined,
+        // No score means nothing to approve: the warnings (no face, ...) say why, and a
+        // tenant that sends one of them to review (`NO_FACE_DETECTED: review`) gets a review.
+        None => {
+            let to_review = warnings.iter().any(|w| {
+                tenant.warning_actions.get(w.code.as_str()) == Some(&WarningAction::Review)
+            });
+            if to_review {
+                Decision::Review
+            } else {
+                Decision::Declined
+            }
+        }
         Some(s) if s >= threshold => {
             // The upstream judged with its own threshold; livegate's is the one that counts.
             warnings.retain(|w| w.code != WarningCode::LowLivenessScore);
@@ -85,7 +98,9 @@ pub fn decide(tenant: &Tenant, threshold: f64, answer: &ProviderAnswer) -> Judge
         Some(s) => {
             ensure(&mut warnings, WarningCode::LowLivenessScore);
             match tenant.review_band {
-                Some(band) if s >= threshold - band => Decision::Review,
+                // Scores and thresholds are decimals: 0.8 - 0.1 is 0.7000000000000001 in
+                // binary, which must not push a 0.7 out of the band.
+                Some(band) if s >= threshold - band - SCORE_EPSILON => Decision::Review,
                 _ => Decision::Declined,
             }
         }
@@ -189,5 +204,22 @@ mod tests {
             .decision,
             Decision::Declined
         );
+    }
+
+    #[test]
+    fn band_edge_and_scoreless_review() {
+        // 0.8 - 0.1 != 0.7 in binary; the band's lower edge is still inside.
+        assert_eq!(
+            decide(&tenant(Some(0.1)), 0.8, &answer(Some(0.7), &[])).decision,
+            Decision::Review
+        );
+        let mut t = tenant(None);
+        t.warning_actions
+            .insert("NO_FACE_DETECTED".to_owned(), WarningAction::Review);
+        let no_face = answer(None, &[WarningCode::NoFaceDetected]);
+        assert_eq!(decide(&t, 0.8, &no_face).decision, Decision::Review);
+        t.warning_actions
+            .insert("NO_FACE_DETECTED".to_owned(), WarningAction::Ignore);
+        assert_eq!(decide(&t, 0.8, &no_face).decision, Decision::Declined);
     }
 }

@@ -206,7 +206,9 @@ pub async fn route(
                     }
                     let wait = backoff(retry, last.as_ref().and_then(|f| f.error.retry_after));
                     if Instant::now() + wait >= deadline {
-                        break 'providers;
+                        // No time to wait for this provider (e.g. a long Retry-After): the
+                        // next one in the chain may still answer within the deadline.
+                        continue 'providers;
                     }
                     tokio::time::sleep(wait).await;
                 }
@@ -275,14 +277,26 @@ async fn attempt(
     let started = Instant::now();
     let at = Utc::now();
     let result = match adapted(g, image).await {
-        Ok(image) => {
+        Ok(sent) => {
+            let (sent_w, sent_h) = (sent.width, sent.height);
             let req = CheckRequest {
-                image,
+                image: sent,
                 threshold,
                 request_id: request_id.to_owned(),
                 traceparent,
             };
-            g.call(&req, deadline).await
+            g.call(&req, deadline).await.map(|mut answer| {
+                // The provider saw a downscaled copy: report the box in the caller's pixels.
+                if (sent_w, sent_h) != (image.width, image.height)
+                    && let Some(face) = answer.face.as_mut()
+                {
+                    let sx = f64::from(image.width) / f64::from(sent_w.max(1));
+                    let sy = f64::from(image.height) / f64::from(sent_h.max(1));
+                    let [x1, y1, x2, y2] = face.bbox;
+                    face.bbox = [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
+                }
+                answer
+            })
         }
         Err(e) => Err(e),
     };

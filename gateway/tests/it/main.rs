@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod engine_server;
 mod equivalence;
 pub mod harness;
 mod liveness;
@@ -9,4 +10,6 @@ mod models_fetch;
 mod openapi_drift;
 mod providers;
 mod read_api;
+mod reload;
+mod routing;
 mod simulate_cli;

@@ -28,6 +28,7 @@ crate::store_cases!(
     kairos_malformed_bodies,
     kairos_other_success_status_is_bad_response,
     kairos_image_below_minimum_is_never_sent,
+    kairos_oversized_image_is_downscaled,
     kairos_webp_is_transcoded,
     coll_documented_success_and_what_the_engine_received,
     coll_is_live_is_not_trusted,
@@ -351,20 +352,23 @@ async fn kairos_spoof_shows_only_as_a_low_score(h: Harness) {
 }
 
 async fn kairos_bad_request(h: Harness) {
-    let (_, a) = failure(
-        &h,
-        &KAIROS,
-        json!({"status": 400}),
-        422,
-        "provider_rejected_input",
-    )
-    .await;
-    assert_eq!(a.upstream_status, Some(400));
-    assert!(
-        a.raw_body
-            .as_deref()
-            .is_some_and(|s| s.contains("bad_request"))
-    );
+    for status in [400, 413, 415, 422] {
+        let (_, a) = failure(
+            &h,
+            &KAIROS,
+            json!({"status": status, "times": 1}),
+            422,
+            "provider_rejected_input",
+        )
+        .await;
+        assert_eq!(a.upstream_status, Some(status));
+        assert!(
+            a.raw_body
+                .as_deref()
+                .is_some_and(|s| s.contains("\"error\""))
+        );
+        recover(&h, &KAIROS).await;
+    }
 }
 
 async fn kairos_auth_failed(h: Harness) {
@@ -462,6 +466,10 @@ async fn kairos_timeout(h: Harness) {
     );
     assert_eq!(a.upstream_status, None);
     assert_eq!(a.raw_body, None);
+    recover(&h, &KAIROS).await;
+    // Kairos timing out on its side.
+    let (_, a) = failure(&h, &KAIROS, json!({"status": 408}), 504, "provider_timeout").await;
+    assert_eq!(a.upstream_status, Some(408));
 }
 
 async fn kairos_malformed_bodies(h: Harness) {
@@ -547,6 +555,42 @@ async fn kairos_image_below_minimum_is_never_sent(h: Harness) {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(h.sim_requests_on(Sim::Kairos).await.len(), 1);
+}
+
+async fn kairos_oversized_image_is_downscaled(h: Harness) {
+    // 5200 px wide: over Kairos' 5000 px maximum (v0.2), so livegate sends a 5000 px copy
+    // (the simulator would answer 400 `image_too_large` to the original).
+    let img = encode(5200, 600, 4, Fmt::Jpeg);
+    let (r, row, a) = verdict(&h, &KAIROS, json!({"score": 0.9}), img.clone()).await;
+    assert_eq!(r.body["decision"], "approved");
+    assert_eq!(row.image_width, Some(5200));
+    let raw: Value = serde_json::from_str(a.raw_body.as_deref().expect("raw")).expect("json");
+    assert_eq!(raw["response_data"]["img"]["width"], 5000);
+    assert_eq!(raw["response_data"]["img"]["height"], 577);
+    let reqs = h.sim_requests_on(Sim::Kairos).await;
+    assert_ne!(reqs[0]["files"]["selfie"]["sha256"], sha256(&img));
+    assert_eq!(reqs[0]["files"]["selfie"]["content_type"], "image/jpeg");
+}
+
+/// `face.bbox` is in pixels of the submitted image even when livegate downscaled the copy it
+/// sent: Kairos saw 5000x577 and boxed its middle half; the answer is the middle half of the
+/// 5200x600 original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kairos_box_of_a_downscaled_image_is_in_submitted_pixels() {
+    let Some(h) = Harness::start(crate::harness::Backend::Sqlite).await else {
+        return;
+    };
+    let img = encode(5200, 600, 4, Fmt::Jpeg);
+    let (r, _, _) = verdict(&h, &KAIROS, json!({"score": 0.9}), img).await;
+    let bbox: Vec<f64> = r.body["face"]["bbox"]
+        .as_array()
+        .expect("bbox")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    for (got, want) in bbox.iter().zip([1300.0, 150.0, 3900.0, 450.0]) {
+        assert!((got - want).abs() <= 1.5, "{bbox:?}");
+    }
 }
 
 async fn kairos_webp_is_transcoded(h: Harness) {
@@ -664,11 +708,13 @@ async fn coll_no_face(h: Harness) {
 }
 
 async fn coll_several_faces(h: Harness) {
-    // The engine refuses to score several faces (422 MULTIPLE_FACES): no score, so declined.
+    // The engine refuses to score several faces (422 MULTIPLE_FACES): no score, and the
+    // tenant's action for MULTIPLE_FACES_DETECTED (review by default) decides, as with the
+    // vendors that do score.
     let rule = json!({"score": 0.93, "faces": 2});
     let (r, row, a) = verdict(&h, &ENGINE, rule, jpeg(26)).await;
     let b = &r.body;
-    assert_eq!(b["decision"], "declined");
+    assert_eq!(b["decision"], "review");
     assert_eq!(b["score"], Value::Null);
     assert_eq!(b["faces_detected"], 2);
     assert_eq!(b["face"], Value::Null);
@@ -713,11 +759,13 @@ async fn coll_spoof_types(h: Harness) {
 }
 
 async fn coll_face_rejections_are_verdicts(h: Harness) {
-    for (i, (code, warning, faces)) in [
-        ("FACE_QUALITY_TOO_LOW", "LOW_FACE_QUALITY", 1),
-        ("LIVENESS_CHECK_FAILED", "LOW_LIVENESS_SCORE", 1),
-        ("MULTIPLE_FACES", "MULTIPLE_FACES_DETECTED", 2),
-        ("FACE_NOT_DETECTED", "NO_FACE_DETECTED", 0),
+    // Without a score nothing is approved; a warning the tenant sends to review (by default
+    // MULTIPLE_FACES_DETECTED) makes it a review.
+    for (i, (code, warning, faces, decision)) in [
+        ("FACE_QUALITY_TOO_LOW", "LOW_FACE_QUALITY", 1, "declined"),
+        ("LIVENESS_CHECK_FAILED", "LOW_LIVENESS_SCORE", 1, "declined"),
+        ("MULTIPLE_FACES", "MULTIPLE_FACES_DETECTED", 2, "review"),
+        ("FACE_NOT_DETECTED", "NO_FACE_DETECTED", 0, "declined"),
     ]
     .into_iter()
     .enumerate()
@@ -725,7 +773,7 @@ async fn coll_face_rejections_are_verdicts(h: Harness) {
         let rule = json!({"error_code": code, "error_message": format!("engine says {code}")});
         let (r, row, a) = verdict(&h, &ENGINE, rule, jpeg(40 + i as u8)).await;
         let b = &r.body;
-        assert_eq!(b["decision"], "declined", "{code}");
+        assert_eq!(b["decision"], decision, "{code}");
         assert_eq!(b["score"], Value::Null);
         assert_eq!(b["faces_detected"], faces, "{code}");
         assert_eq!(codes(&b["warnings"]), [warning], "{code}");
@@ -736,7 +784,7 @@ async fn coll_face_rejections_are_verdicts(h: Harness) {
 }
 
 async fn coll_error_codes(h: Harness) {
-    let cases: [(&str, u16, u16, &str); 10] = [
+    let cases: [(&str, i32, u16, &str); 10] = [
         ("VALIDATION_ERROR", 400, 422, "provider_rejected_input"),
         ("INVALID_IMAGE", 400, 422, "provider_rejected_input"),
         ("FILE_TOO_LARGE", 413, 422, "provider_rejected_input"),
@@ -910,6 +958,7 @@ const K_UNDERSCORE: &str = "lg_test_kairos_underscore_key_01";
 const K_HYPHEN: &str = "lg_test_kairos_hyphen_key_02";
 const K_V01: &str = "lg_test_kairos_v01_key_03";
 const K_BADPATH: &str = "lg_test_kairos_badpath_key_04";
+const K_DOWN: &str = "lg_test_kairos_down_key_07";
 
 mod configured {
     use super::*;
@@ -921,13 +970,15 @@ mod configured {
                 "  k_under: {{ kind: kairos, base_url: \"{k}\", app_id: \"id-u\", app_key: \"key-u\", header_style: underscore, timeout_ms: 1500 }}\n\
                  \x20 k_hyph: {{ kind: kairos, base_url: \"{k}\", app_id: \"id-h\", app_key: \"key-h\", header_style: hyphen, timeout_ms: 1500 }}\n\
                  \x20 k_v01: {{ kind: kairos, base_url: \"{k}/\", path: \"/v0.1/liveness-verification\", app_id: \"id-1\", app_key: \"key-1\", timeout_ms: 1500 }}\n\
-                 \x20 k_bad: {{ kind: kairos, base_url: \"{k}\", path: \"/v9/liveness\", app_id: \"id-b\", app_key: \"key-b\", timeout_ms: 1500 }}\n"
+                 \x20 k_bad: {{ kind: kairos, base_url: \"{k}\", path: \"/v9/liveness\", app_id: \"id-b\", app_key: \"key-b\", timeout_ms: 1500 }}\n\
+                 \x20 k_down: {{ kind: kairos, base_url: \"http://127.0.0.1:1\", app_id: \"id-d\", app_key: \"key-d\", timeout_ms: 1500 }}\n"
             );
             let tenants = [
                 tenant_yaml("k_under_t", K_UNDERSCORE, "k_under"),
                 tenant_yaml("k_hyph_t", K_HYPHEN, "k_hyph"),
                 tenant_yaml("k_v01_t", K_V01, "k_v01"),
                 tenant_yaml("k_bad_t", K_BADPATH, "k_bad"),
+                tenant_yaml("k_down_t", K_DOWN, "k_down"),
             ]
             .concat();
             with_extra(u, &providers, &tenants)
@@ -981,6 +1032,78 @@ mod configured {
         let (row, attempts) = h.last_row("k_bad_t").await;
         assert_eq!(row.error_code.as_deref(), Some("provider_auth_failed"));
         assert_eq!(attempts[0].upstream_status, Some(404));
+
+        // Nothing listens: the connection is refused.
+        let r = h.liveness(K_DOWN, "image", jpeg(74), &[]).await;
+        assert_eq!(r.status, 502, "{}", r.body);
+        assert_eq!(r.body["code"], "provider_unreachable");
+        assert_eq!(r.body["provider"], "k_down");
+        let (row, attempts) = h.last_row("k_down_t").await;
+        assert_eq!(row.error_code.as_deref(), Some("provider_unreachable"));
+        assert_eq!(row.http_status, 502);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].upstream_status, None);
+    }
+
+    const FALLBACK_KEY: &str = "lg_test_kairos_then_others_key_08";
+
+    /// Kairos' 403 (usage limit) and an image below its minimum are failures another provider
+    /// may not have: a fallback tenant moves on, and both attempts are stored.
+    async fn kairos_failures_fall_over(backend: crate::harness::Backend) {
+        let Some(h) = Harness::start_with(backend, |u| {
+            let tenant = format!(
+                "  fb_t:\n    keys: [\"{}\"]\n    threshold: 0.8\n    routing: {{ strategy: fallback, providers: [kairos, engine] }}\n",
+                livegate::config::KeyHash::of_key(FALLBACK_KEY)
+            );
+            with_extra(u, "", &tenant)
+        })
+        .await
+        else {
+            return;
+        };
+        h.sim_rule_on(Sim::Kairos, json!({"status": 403})).await;
+        h.sim_rule_on(Sim::Collections, json!({"score": 0.9})).await;
+        let r = h.liveness(FALLBACK_KEY, "image", jpeg(90), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["provider"], "engine");
+        assert_eq!(r.body["decision"], "approved");
+        let (row, attempts) = h.row("fb_t", r.body["id"].as_str().expect("id")).await;
+        assert_eq!(row.provider.as_deref(), Some("engine"));
+        let got: Vec<_> = attempts
+            .iter()
+            .map(|a| {
+                (
+                    a.provider.as_str(),
+                    a.outcome.as_str(),
+                    a.error_code.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("kairos", "error", Some("provider_usage_limit")),
+                ("engine", "ok", None)
+            ]
+        );
+        assert_eq!(attempts[0].upstream_status, Some(403));
+
+        // 320x240 is below Kairos' minimum but fine for the engine (100 px): Kairos never sees it.
+        let before = h.sim_requests_on(Sim::Kairos).await.len();
+        let r = h
+            .liveness(FALLBACK_KEY, "image", encode(320, 240, 91, Fmt::Jpeg), &[])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["provider"], "engine");
+        assert_eq!(h.sim_requests_on(Sim::Kairos).await.len(), before);
+        let (_, attempts) = h.row("fb_t", r.body["id"].as_str().expect("id")).await;
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(
+            attempts[0].error_code.as_deref(),
+            Some("provider_unsupported_image")
+        );
+        assert_eq!(attempts[0].upstream_status, None);
+        assert_eq!(attempts[1].outcome, "ok");
     }
 
     const C_OTHER: &str = "lg_test_coll_other_collection_key_05";
@@ -1045,6 +1168,11 @@ mod configured {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn kairos_failures_fall_over() {
+            super::kairos_failures_fall_over(Backend::Sqlite).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn coll_key_binding_and_key_format() {
             super::coll_key_binding_and_key_format(Backend::Sqlite).await;
         }
@@ -1056,6 +1184,11 @@ mod configured {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn kairos_header_style_path_and_version() {
             super::kairos_header_style_path_and_version(Backend::Postgres).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn kairos_failures_fall_over() {
+            super::kairos_failures_fall_over(Backend::Postgres).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
