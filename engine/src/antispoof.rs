@@ -80,19 +80,15 @@ impl AntiSpoof {
         Ok(AntiSpoof { file, plan, scale })
     }
 
-    /// Probability that the face in `bbox` (tight detector box, image pixels) is real.
-    pub(crate) fn real_probability(
-        &self,
-        img: &RgbImage,
-        bbox: &[f64; 4],
-    ) -> Result<Option<f32>, EngineError> {
-        let Some(rect) = crop_rect(img.width(), img.height(), bbox, self.scale) else {
-            return Ok(None);
-        };
-        let rgb = resize_rgb(img, rect, rect.w, rect.h, INPUT, INPUT);
+    /// The model's crop of the face in `bbox` (tight detector box, image pixels).
+    fn crop(&self, img: &RgbImage, bbox: &[f64; 4]) -> Option<Rect> {
+        crop_rect(img.width(), img.height(), bbox, self.scale)
+    }
+
+    /// Probability that the 80x80 RGB crop is a real face.
+    fn real_probability(&self, rgb: &[u8]) -> Result<f32, EngineError> {
         let n = INPUT as usize;
-        let outputs =
-            models::run_plan(&self.plan, self.file, &[1, 3, n, n], to_bgr_nchw(&rgb))?;
+        let outputs = models::run_plan(&self.plan, self.file, &[1, 3, n, n], to_bgr_nchw(rgb))?;
         let logits = models::output_slice(&outputs, 0, self.file)?;
         if logits.len() != 3 {
             return Err(EngineError::ModelSignature {
@@ -100,8 +96,31 @@ impl AntiSpoof {
                 detail: format!("expected 3 logits, got {}", logits.len()),
             });
         }
-        Ok(Some(softmax_at(logits, 1)))
+        Ok(softmax_at(logits, 1))
     }
+}
+
+/// Real probabilities `(first, second)` of the face in `bbox` (tight detector box, image
+/// pixels) by two models; `None` when a crop is empty. When the image is too small for both
+/// scales (a close-up selfie), the two crops are the same rectangle: it is resized once.
+pub(crate) fn real_probabilities(
+    first: &AntiSpoof,
+    second: &AntiSpoof,
+    img: &RgbImage,
+    bbox: &[f64; 4],
+) -> Result<Option<(f32, f32)>, EngineError> {
+    let (Some(r1), Some(r2)) = (first.crop(img, bbox), second.crop(img, bbox)) else {
+        return Ok(None);
+    };
+    let resize = |r: Rect| resize_rgb(img, r, r.w, r.h, INPUT, INPUT);
+    let rgb1 = resize(r1);
+    let p1 = first.real_probability(&rgb1)?;
+    let p2 = if r2 == r1 {
+        second.real_probability(&rgb1)?
+    } else {
+        second.real_probability(&resize(r2))?
+    };
+    Ok(Some((p1, p2)))
 }
 
 #[cfg(test)]

@@ -78,16 +78,15 @@ impl Detector {
                 }
             }
         }
-        scores.sort_by(|a, b| b.0.cmp(&a.0));
+        scores.sort_by_key(|s| std::cmp::Reverse(s.0));
         let mut blocks = Vec::new();
         for (rows, si) in scores {
-            let pos = regs
-                .iter()
-                .position(|&(r, _)| r == rows)
-                .ok_or_else(|| EngineError::ModelSignature {
+            let pos = regs.iter().position(|&(r, _)| r == rows).ok_or_else(|| {
+                EngineError::ModelSignature {
                     file,
                     detail: format!("no regressor output with {rows} rows"),
-                })?;
+                }
+            })?;
             let (_, ri) = regs.remove(pos);
             blocks.push(Block {
                 scores: si,

@@ -20,7 +20,9 @@ pub enum EngineError {
     ChecksumMissing { file: &'static str, path: PathBuf },
 
     /// A model file is missing or unreadable.
-    #[error("model file {file} is missing or unreadable at {path} (expected sha256 {expected}): {source}")]
+    #[error(
+        "model file {file} is missing or unreadable at {path} (expected sha256 {expected}): {source}"
+    )]
     ModelMissing {
         file: &'static str,
         path: PathBuf,
@@ -30,7 +32,9 @@ pub enum EngineError {
     },
 
     /// A model file does not have the pinned SHA-256 (corrupt, truncated or another version).
-    #[error("model file {file} at {path} has sha256 {actual}, expected {expected} (corrupt or wrong version)")]
+    #[error(
+        "model file {file} at {path} has sha256 {actual}, expected {expected} (corrupt or wrong version)"
+    )]
     ChecksumMismatch {
         file: &'static str,
         path: PathBuf,

@@ -18,13 +18,16 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, metadata::Orientation};
+use image::{
+    DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, metadata::Orientation,
+};
 use serde::Serialize;
 
 mod antispoof;
 mod detect;
 mod error;
 mod models;
+mod prelu;
 mod quality;
 mod resize;
 pub mod server;
@@ -287,7 +290,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -346,8 +351,7 @@ impl Engine {
             .with_guessed_format()
             .map_err(|e| EngineError::Decode(image::ImageError::IoError(e)))?;
         match reader.format() {
-            Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Tiff) => {
-            }
+            Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Tiff) => {}
             _ => return Err(EngineError::UnsupportedFormat),
         }
         let mut decoder = reader.into_decoder().map_err(EngineError::Decode)?;
@@ -447,9 +451,7 @@ impl Engine {
             }
         }
 
-        let v2 = m.v2.real_probability(img, &det.bbox)?;
-        let v1se = m.v1se.real_probability(img, &det.bbox)?;
-        if let (Some(v2), Some(v1se)) = (v2, v1se) {
+        if let Some((v2, v1se)) = antispoof::real_probabilities(&m.v2, &m.v1se, img, &det.bbox)? {
             let score = (v2 + v1se) / 2.0;
             analysis.score = Some(score);
             analysis.model_scores = Some(ModelScores {
@@ -505,8 +507,15 @@ mod tests {
             max_faces: 0,
             ..EngineOptions::default()
         };
-        let msg = bad.validate().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("attack_threshold") && msg.contains("max_faces"), "{msg}");
+        let msg = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("attack_threshold") && msg.contains("max_faces"),
+            "{msg}"
+        );
     }
 
     #[test]

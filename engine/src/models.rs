@@ -40,12 +40,11 @@ pub(crate) struct Checksums {
 impl Checksums {
     pub(crate) fn read(models_dir: &Path) -> Result<Self, EngineError> {
         let path = models_dir.join(CHECKSUMS_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| {
-            EngineError::ChecksumsUnreadable {
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| EngineError::ChecksumsUnreadable {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let entries = text
             .lines()
             .filter_map(|line| {
@@ -120,7 +119,7 @@ pub(crate) fn load_plan(
         file,
         source: e.into(),
     };
-    let model = tract_onnx::onnx()
+    let model = crate::prelu::onnx()
         .model_for_read(&mut std::io::Cursor::new(bytes))
         .map_err(to_load_err)?
         .with_input_fact(0, f32::fact(input_shape).into())

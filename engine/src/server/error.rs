@@ -216,7 +216,10 @@ mod tests {
 
     #[test]
     fn status_fallbacks_have_codes() {
-        assert_eq!(ApiError::from_status(StatusCode::NOT_FOUND).code, "NOT_FOUND");
+        assert_eq!(
+            ApiError::from_status(StatusCode::NOT_FOUND).code,
+            "NOT_FOUND"
+        );
         assert_eq!(
             ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED).code,
             "METHOD_NOT_ALLOWED"
@@ -229,6 +232,9 @@ mod tests {
             ApiError::from_status(StatusCode::BAD_GATEWAY).code,
             "INTERNAL_ERROR"
         );
-        assert_eq!(ApiError::from_status(StatusCode::IM_A_TEAPOT).code, "BAD_REQUEST");
+        assert_eq!(
+            ApiError::from_status(StatusCode::IM_A_TEAPOT).code,
+            "BAD_REQUEST"
+        );
     }
 }

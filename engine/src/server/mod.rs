@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
@@ -113,13 +113,14 @@ pub fn valid_collection_id(id: &str) -> bool {
 /// The collections API on `engine`, storing through `store`. Serve it with `axum::serve`.
 pub fn router(engine: Engine, store: Arc<dyn FaceStore>, opts: ServerOptions) -> Router {
     let workers = opts.workers.max(1);
+    let body_limit = opts.max_image_bytes.saturating_add(FORM_OVERHEAD_BYTES);
     let state = Arc::new(AppState {
         engine,
         store,
         limiter: Limiter::new(workers, opts.max_queue),
         opts: ServerOptions { workers, ..opts },
+        body_limit,
     });
-    let body_limit = state.opts.max_image_bytes.saturating_add(FORM_OVERHEAD_BYTES);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/collections/{id}/liveness", post(liveness))
@@ -143,6 +144,8 @@ struct AppState {
     store: Arc<dyn FaceStore>,
     limiter: Limiter,
     opts: ServerOptions,
+    /// The whole request body's cap: the image cap plus room for the form around it.
+    body_limit: usize,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -215,6 +218,16 @@ impl AppState {
         })
     }
 
+    /// The form of an upload route, once the key is accepted; a refused key's body is
+    /// discarded unread (see [`discard`]), so no unauthenticated image is ever decoded.
+    async fn authorized_form(&self, collection_id: &str, req: Request) -> Result<Form, ApiError> {
+        if let Err(e) = self.authorize(req.headers(), collection_id).await {
+            discard(req, self.body_limit).await;
+            return Err(e);
+        }
+        read_form(req, self.opts.max_image_bytes, self.body_limit).await
+    }
+
     /// The key's collection must be the one in the path; every failure is the same 401
     /// family, so a caller cannot probe which collections exist.
     async fn authorize(&self, headers: &HeaderMap, collection_id: &str) -> Result<(), ApiError> {
@@ -261,14 +274,64 @@ fn multipart_error(e: &MultipartError, max_image_bytes: usize) -> ApiError {
     }
 }
 
+/// Reads the body to its end and drops it. An answer sent while the client is still uploading
+/// makes the server close the connection, and the client then sees a broken pipe instead of the
+/// answer (livegate's adapter would report a transport failure, not the refused key). Bounded
+/// by the body limit, and nothing is kept: multipart bodies are discarded chunk by chunk.
+async fn discard(req: Request, body_limit: usize) {
+    if is_multipart(&req) {
+        if let Ok(mut mp) = Multipart::from_request(req, &()).await {
+            drain(&mut mp).await;
+        }
+    } else {
+        let _ = axum::body::to_bytes(req.into_body(), body_limit).await;
+    }
+}
+
+/// Discards the rest of a multipart body (see [`discard`]); stops at the first read error.
+async fn drain(mp: &mut Multipart) {
+    while let Ok(Some(mut field)) = mp.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
+}
+
+fn is_multipart(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
 /// Reads the whole form: `image` with the image cap (a 413 as soon as it is passed), text
-/// fields with a small cap. Unknown fields are read and ignored, as a form server would.
+/// fields with a small cap. Unknown fields are read and ignored, as a form server would. On an
+/// error the rest of the body is discarded before answering (see [`discard`]).
 async fn read_form(
-    mp: Result<Multipart, MultipartRejection>,
+    req: Request,
     max_image_bytes: usize,
+    body_limit: usize,
 ) -> Result<Form, ApiError> {
-    let mut mp =
-        mp.map_err(|_| ApiError::validation("The request must be multipart/form-data."))?;
+    let not_multipart = || ApiError::validation("The request must be multipart/form-data.");
+    if !is_multipart(&req) {
+        discard(req, body_limit).await;
+        return Err(not_multipart());
+    }
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|_| not_multipart())?;
+    match read_fields(&mut mp, max_image_bytes).await {
+        Ok(form) => Ok(form),
+        Err(e) => {
+            drain(&mut mp).await;
+            Err(e)
+        }
+    }
+}
+
+async fn read_fields(mp: &mut Multipart, max_image_bytes: usize) -> Result<Form, ApiError> {
     let mut form = Form::default();
     loop {
         let mut field = match mp.next_field().await {
@@ -363,6 +426,12 @@ fn check_image(bytes: &[u8], min_side: u32) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A box coordinate in pixels with two decimals: the f32 digits beyond carry no information and
+/// would show as widened-f64 noise in the JSON.
+fn px(v: f32) -> f64 {
+    (f64::from(v) * 100.0).round() / 100.0
+}
+
 fn path_error(_: PathRejection) -> ApiError {
     ApiError::validation("The URL path could not be read.")
 }
@@ -400,12 +469,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 async fn liveness(
     State(st): Shared,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    mp: Result<Multipart, MultipartRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
     let Path(collection_id) = path.map_err(path_error)?;
-    st.authorize(&headers, &collection_id).await?;
-    let form = read_form(mp, st.opts.max_image_bytes).await?;
+    let form = st.authorized_form(&collection_id, req).await?;
     let threshold = threshold(&form, st.opts.default_threshold)?;
     let image = form
         .image
@@ -429,7 +496,7 @@ async fn liveness(
         // `liveness_threshold`; it names no attack kind, so it says "unknown".
         "spoof_type": analysis.spoof_type.map(|s| s.as_str()),
         "query_time_ms": query_time_ms,
-        "face": {"bbox": face.bbox, "confidence": face.confidence},
+        "face": {"bbox": face.bbox.map(px), "confidence": f64::from(face.confidence)},
         "faces_detected": analysis.face_count,
     });
     Ok(Json(json!({"success": true, "data": data})).into_response())
@@ -440,12 +507,10 @@ async fn liveness(
 async fn enroll(
     State(st): Shared,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    mp: Result<Multipart, MultipartRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
     let Path(collection_id) = path.map_err(path_error)?;
-    st.authorize(&headers, &collection_id).await?;
-    let form = read_form(mp, st.opts.max_image_bytes).await?;
+    let form = st.authorized_form(&collection_id, req).await?;
     let threshold = threshold(&form, st.opts.default_threshold)?;
     let check_liveness = flag(&form, "check_liveness", true)?;
     let external_id = form.text("external_id").map(str::to_owned);
@@ -503,8 +568,6 @@ async fn enroll(
         return Err(ApiError::liveness_failed(score, threshold));
     }
 
-    // Sub-pixel digits of f32 boxes carry no information; two decimals keep the JSON tidy.
-    let px = |v: f32| (f64::from(v) * 100.0).round() / 100.0;
     let record = FaceRecord {
         id: Uuid::now_v7(),
         collection_id,
@@ -591,7 +654,11 @@ async fn list_faces(
         .await?;
     let more = faces.len() > limit as usize;
     faces.truncate(limit as usize);
-    let next_cursor = if more { faces.last().map(|f| f.id) } else { None };
+    let next_cursor = if more {
+        faces.last().map(|f| f.id)
+    } else {
+        None
+    };
     let data = json!({
         "faces": faces.iter().map(face_json).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
@@ -632,8 +699,10 @@ async fn delete_face(
     match st.store.delete_face(&collection_id, id).await {
         Ok(()) => {
             tracing::info!(collection = %collection_id, face = %id, "face deleted");
-            Ok(Json(json!({"success": true, "data": {"face_id": id, "deleted": true}}))
-                .into_response())
+            Ok(
+                Json(json!({"success": true, "data": {"face_id": id, "deleted": true}}))
+                    .into_response(),
+            )
         }
         Err(FaceStoreError::NotFound) => Err(ApiError::face_not_found()),
         Err(e) => Err(e.into()),
@@ -683,9 +752,18 @@ mod tests {
             assert!(threshold(&form, 0.6).is_err(), "{raw}");
         }
         assert_eq!(flag(&form, "check_liveness", true).ok(), Some(true));
-        for (raw, want) in [("false", false), ("TRUE", true), ("0", false), ("yes", true)] {
+        for (raw, want) in [
+            ("false", false),
+            ("TRUE", true),
+            ("0", false),
+            ("yes", true),
+        ] {
             form.fields.insert("check_liveness".into(), raw.into());
-            assert_eq!(flag(&form, "check_liveness", true).ok(), Some(want), "{raw}");
+            assert_eq!(
+                flag(&form, "check_liveness", true).ok(),
+                Some(want),
+                "{raw}"
+            );
         }
         form.fields.insert("check_liveness".into(), "maybe".into());
         assert!(flag(&form, "check_liveness", true).is_err());

@@ -117,14 +117,13 @@ pub fn embedding_to_bytes(v: &[f32]) -> Vec<u8> {
 
 /// The stored bytes back; an error when their length is not a multiple of 4.
 pub fn embedding_from_bytes(b: &[u8]) -> FaceStoreResult<Vec<f32>> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(FaceStoreError::Other(format!(
             "stored embedding has {} bytes, not a multiple of 4",
             b.len()
         )));
     }
-    Ok(b
-        .chunks_exact(4)
+    Ok(b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
 }

@@ -18,7 +18,10 @@ pub fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         let dir = models_dir();
         Engine::load(&dir).unwrap_or_else(|e| {
-            panic!("cannot load the models from {} (set LIVEGATE_MODELS_DIR): {e}", dir.display())
+            panic!(
+                "cannot load the models from {} (set LIVEGATE_MODELS_DIR): {e}",
+                dir.display()
+            )
         })
     })
 }

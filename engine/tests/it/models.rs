@@ -44,14 +44,22 @@ fn corrupted_model_is_rejected() {
     let err = verify_models(&dir).unwrap_err();
     let msg = err.to_string();
     match &err {
-        EngineError::ChecksumMismatch { file, expected, actual, .. } => {
+        EngineError::ChecksumMismatch {
+            file,
+            expected,
+            actual,
+            ..
+        } => {
             assert_eq!(*file, victim);
             assert_eq!(*expected, expected_hash(victim));
             assert_ne!(actual, expected);
         }
         other => panic!("unexpected error {other:?}"),
     }
-    assert!(msg.contains(victim) && msg.contains(&expected_hash(victim)), "{msg}");
+    assert!(
+        msg.contains(victim) && msg.contains(&expected_hash(victim)),
+        "{msg}"
+    );
     let load_err = Engine::load(&dir).unwrap_err();
     assert!(matches!(load_err, EngineError::ChecksumMismatch { file, .. } if file == victim));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -64,8 +72,14 @@ fn missing_model_is_rejected() {
     std::fs::remove_file(dir.join(victim)).unwrap();
     let err = Engine::load(&dir).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(&err, EngineError::ModelMissing { file, .. } if *file == victim), "{err:?}");
-    assert!(msg.contains(victim) && msg.contains(&expected_hash(victim)), "{msg}");
+    assert!(
+        matches!(&err, EngineError::ModelMissing { file, .. } if *file == victim),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains(victim) && msg.contains(&expected_hash(victim)),
+        "{msg}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -73,7 +87,10 @@ fn missing_model_is_rejected() {
 fn missing_checksum_entry_or_list_is_rejected() {
     let dir = linked_copy("sums");
     std::fs::remove_file(dir.join("SHA256SUMS")).unwrap();
-    assert!(matches!(verify_models(&dir), Err(EngineError::ChecksumsUnreadable { .. })));
+    assert!(matches!(
+        verify_models(&dir),
+        Err(EngineError::ChecksumsUnreadable { .. })
+    ));
     let sums = std::fs::read_to_string(models_dir().join("SHA256SUMS")).unwrap();
     let without: String = sums
         .lines()
@@ -82,7 +99,10 @@ fn missing_checksum_entry_or_list_is_rejected() {
         .collect();
     std::fs::write(dir.join("SHA256SUMS"), without).unwrap();
     let err = verify_models(&dir).unwrap_err();
-    assert!(matches!(&err, EngineError::ChecksumMissing { file, .. } if *file == "MiniFASNetV1SE.onnx"), "{err:?}");
+    assert!(
+        matches!(&err, EngineError::ChecksumMissing { file, .. } if *file == "MiniFASNetV1SE.onnx"),
+        "{err:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(verify_models(Path::new("/nonexistent/livegate-models")).is_err());
 }

@@ -62,7 +62,11 @@ fn bright_face_is_high_luminance() {
     let a = engine().analyze(&img).unwrap();
     eprintln!("{a:?}");
     assert_eq!(a.face_count, 1, "{a:?}");
-    assert!(a.has_warning(Warning::HighFaceLuminance), "{:?}", a.warnings);
+    assert!(
+        a.has_warning(Warning::HighFaceLuminance),
+        "{:?}",
+        a.warnings
+    );
 }
 
 #[test]
@@ -79,7 +83,12 @@ fn blurred_face_is_low_quality() {
 #[test]
 fn small_face_is_low_quality() {
     // The real sample scaled down to 120x160: the face box is about 48 pixels.
-    let img = image::imageops::resize(&sample("real.jpg"), 120, 160, image::imageops::FilterType::Triangle);
+    let img = image::imageops::resize(
+        &sample("real.jpg"),
+        120,
+        160,
+        image::imageops::FilterType::Triangle,
+    );
     let a = engine().analyze(&img).unwrap();
     eprintln!("{a:?}");
     if a.face_count == 1 {
@@ -90,19 +99,30 @@ fn small_face_is_low_quality() {
 #[test]
 fn attack_threshold_comes_from_the_options() {
     let strict = engine()
-        .with_options(EngineOptions { attack_threshold: 0.999, ..EngineOptions::default() })
+        .with_options(EngineOptions {
+            attack_threshold: 0.999,
+            ..EngineOptions::default()
+        })
         .unwrap();
     let a = strict.analyze(&sample("real.jpg")).unwrap();
     assert!(a.has_warning(Warning::LivenessFaceAttack));
     let lenient = engine()
-        .with_options(EngineOptions { attack_threshold: 0.0, ..EngineOptions::default() })
+        .with_options(EngineOptions {
+            attack_threshold: 0.0,
+            ..EngineOptions::default()
+        })
         .unwrap();
     let a = lenient.analyze(&sample("spoof_print.jpg")).unwrap();
     assert!(!a.has_warning(Warning::LivenessFaceAttack));
     assert_eq!(a.spoof_type, None);
-    assert!(engine()
-        .with_options(EngineOptions { nms_iou: 2.0, ..EngineOptions::default() })
-        .is_err());
+    assert!(
+        engine()
+            .with_options(EngineOptions {
+                nms_iou: 2.0,
+                ..EngineOptions::default()
+            })
+            .is_err()
+    );
 }
 
 #[test]
@@ -121,7 +141,10 @@ fn all_formats_give_the_same_analysis() {
 #[test]
 fn pixel_cap_applies_to_analyze_bytes() {
     let capped = engine()
-        .with_options(EngineOptions { max_pixels: 1000, ..EngineOptions::default() })
+        .with_options(EngineOptions {
+            max_pixels: 1000,
+            ..EngineOptions::default()
+        })
         .unwrap();
     let err = capped.analyze_bytes(&sample_bytes("real.jpg")).unwrap_err();
     assert!(err.is_input_error(), "{err}");

@@ -12,7 +12,10 @@ fn analyze_from_several_threads() {
         .into_iter()
         .map(sample)
         .collect();
-    let expected: Vec<_> = images.iter().map(|i| engine().analyze(i).unwrap()).collect();
+    let expected: Vec<_> = images
+        .iter()
+        .map(|i| engine().analyze(i).unwrap())
+        .collect();
     let shared: Arc<Engine> = Arc::new(engine().clone());
     let images = Arc::new(images);
     let handles: Vec<_> = (0..4)
