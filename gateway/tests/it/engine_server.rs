@@ -15,7 +15,7 @@ use livegate_engine::server::{
 };
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Harness, Reply, encode, open_store, postgres_url};
+use crate::harness::{Backend, Harness, Kill, Reply, encode, open_store, postgres_url};
 
 /// Keys of collection `selfies` (one per mode) and of collection `others`.
 const KEY: &str = "fr_test_00112233445566778899aabbccddeeff";
@@ -1080,15 +1080,6 @@ tenants:
 }
 
 // ---- the CLI ---------------------------------------------------------------------------
-
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn livegate(db: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"));

@@ -329,6 +329,25 @@ impl Harness {
     }
 }
 
+/// Kills a child process when dropped, a panicking test included.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nothing listens on right now (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// A 640x480 JPEG whose content (and so SHA-256) depends on `seed`.
 pub fn jpeg(seed: u8) -> Vec<u8> {
     encode(640, 480, seed, image::ImageFormat::Jpeg)

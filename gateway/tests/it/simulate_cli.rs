@@ -2,31 +2,12 @@
 //! each answered by the provider the example routes that tenant to.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{COLL_SECRET, jpeg};
-
-/// Kills the child process when dropped, a panicking test included.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port nothing listens on right now (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use crate::harness::{COLL_SECRET, Kill, free_port, jpeg};
 
 fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Kill {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_livegate"));
