@@ -137,7 +137,7 @@ pub async fn route(
             let request_id = input.request_id.to_owned();
             let traceparent = input.traceparent.clone();
             // Its own deadline: a slow shadow never holds the answer or the primary's budget.
-            let shadow_deadline = Instant::now() + g_timeout(&g);
+            let shadow_deadline = Instant::now() + shadow_budget(&g);
             tokio::spawn(async move {
                 let mut log = Vec::new();
                 let _ = attempt(
@@ -248,7 +248,7 @@ pub async fn route(
     (Err(failure), shadow_calls)
 }
 
-fn g_timeout(g: &Arc<Guarded>) -> Duration {
+fn shadow_budget(g: &Arc<Guarded>) -> Duration {
     // Shadows get the provider's own timeout plus the wait for its caps.
     g.timeout() + Duration::from_secs(1)
 }
