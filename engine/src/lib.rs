@@ -23,23 +23,47 @@ use image::{
 };
 use serde::Serialize;
 
+mod align;
 mod antispoof;
 mod detect;
+mod embed;
 mod error;
 mod models;
 mod prelu;
 mod quality;
 mod resize;
+pub mod search;
 pub mod server;
 
+pub use embed::{EMBEDDING_DIM, cosine, normalize};
 pub use error::{BoxError, EngineError};
 pub use models::{
-    CHECKSUMS_FILE, DETECTOR_BACK_256, DETECTOR_SHORT_RANGE, MINIFASNET_V1SE, MINIFASNET_V2,
-    MODEL_FILES, verify_models,
+    CHECKSUMS_FILE, DETECTOR_BACK_256, DETECTOR_SHORT_RANGE, FACE_EMBEDDING, MINIFASNET_V1SE,
+    MINIFASNET_V2, MODEL_FILES, verify_models,
 };
 
 use antispoof::AntiSpoof;
 use detect::{Detection, Detector};
+use embed::Embedder;
+
+/// Cosine similarity at or above which two faces are taken for the same person: the default
+/// `threshold` of identify, verify and compare. Calibrated (README, "Face matching
+/// calibration"); dlib's embeddings put different people at about 0.85 already.
+pub const MATCH_THRESHOLD: f32 = 0.93;
+
+/// Similarity at or above which livegate reports `DUPLICATED_FACE` / `FACE_IN_BLOCKLIST`: a
+/// stricter cut than [`MATCH_THRESHOLD`], since it acts without a person looking.
+pub const SAME_PERSON_THRESHOLD: f32 = 0.95;
+
+/// Similarity at or above which livegate reports `POSSIBLE_DUPLICATED_FACE` /
+/// `POSSIBLE_FACE_IN_BLOCKLIST`.
+pub const POSSIBLE_SAME_PERSON_THRESHOLD: f32 = 0.92;
+
+/// The alignment template the embedding model expects (right eye, left eye, nose tip, mouth
+/// center on a 150x150 chip), as in `face_embedding_alignment_template.json`.
+pub fn alignment_template() -> [[f64; 2]; 4] {
+    align::TEMPLATE
+}
 
 /// Default decode cap: 40 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
@@ -278,9 +302,10 @@ struct Models {
     back_256: Detector,
     v2: AntiSpoof,
     v1se: AntiSpoof,
+    embedder: Embedder,
 }
 
-/// The liveness engine: the four models loaded once as optimized tract plans, and options.
+/// The liveness engine: the five models loaded once as optimized tract plans, and options.
 /// `Send + Sync`; `clone` shares the models.
 #[derive(Clone)]
 pub struct Engine {
@@ -312,11 +337,13 @@ impl Engine {
         let back_256 = sums.read_verified(models_dir, DETECTOR_BACK_256)?;
         let v2 = sums.read_verified(models_dir, MINIFASNET_V2)?;
         let v1se = sums.read_verified(models_dir, MINIFASNET_V1SE)?;
+        let embedding = sums.read_verified(models_dir, FACE_EMBEDDING)?;
         let models = Models {
             short_range: Detector::load(DETECTOR_SHORT_RANGE, &short_range, 128)?,
             back_256: Detector::load(DETECTOR_BACK_256, &back_256, 256)?,
             v2: AntiSpoof::load(MINIFASNET_V2, &v2, 2.7)?,
             v1se: AntiSpoof::load(MINIFASNET_V1SE, &v1se, 4.0)?,
+            embedder: Embedder::load(FACE_EMBEDDING, &embedding)?,
         };
         tracing::debug!(dir = %models_dir.display(), "liveness models loaded");
         Ok(Engine {
@@ -470,6 +497,41 @@ impl Engine {
             "liveness analysis"
         );
         Ok(analysis)
+    }
+}
+
+/// A face's identity vector: [`EMBEDDING_DIM`] `f32`s of unit length; the cosine
+/// similarity of two faces is [`cosine`] of their embeddings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaceEmbedding {
+    /// The unit-length vector.
+    pub vector: Vec<f32>,
+    /// The face it was computed from (the analysis' scored face: the largest).
+    pub face: Face,
+}
+
+impl Engine {
+    /// The embedding of `face` (a face [`Engine::analyze`] found in `img`): the face aligned
+    /// onto the template by its landmarks, through the embedding model, L2-normalized.
+    /// `None` when the landmarks are degenerate.
+    pub fn embed(&self, img: &RgbImage, face: &Face) -> Result<Option<Vec<f32>>, EngineError> {
+        self.models.embedder.embed(img, &face.landmarks)
+    }
+
+    /// Analyzes `img` and computes the embedding of the scored (largest) face, if any.
+    pub fn analyze_and_embed(
+        &self,
+        img: &RgbImage,
+    ) -> Result<(Analysis, Option<FaceEmbedding>), EngineError> {
+        let analysis = self.analyze(img)?;
+        let embedding = match analysis.face() {
+            Some(face) => self.embed(img, face)?.map(|vector| FaceEmbedding {
+                vector,
+                face: face.clone(),
+            }),
+            None => None,
+        };
+        Ok((analysis, embedding))
     }
 }
 

@@ -17,6 +17,9 @@ pub const MINIFASNET_V2: &str = "MiniFASNetV2.onnx";
 /// MiniFASNetV1SE anti-spoofing model (crop scale 4.0).
 pub const MINIFASNET_V1SE: &str = "MiniFASNetV1SE.onnx";
 
+/// dlib's face embedding ResNet (128-d), on aligned 150x150 chips.
+pub const FACE_EMBEDDING: &str = "face_embedding_dlib_resnet_v1.onnx";
+
 /// The model files the engine loads from the models directory (each one must be listed in
 /// its `SHA256SUMS`).
 pub const MODEL_FILES: &[&str] = &[
@@ -24,6 +27,7 @@ pub const MODEL_FILES: &[&str] = &[
     DETECTOR_BACK_256,
     MINIFASNET_V2,
     MINIFASNET_V1SE,
+    FACE_EMBEDDING,
 ];
 
 /// Name of the checksum list in the models directory (`sha256sum` format).

@@ -21,6 +21,7 @@ use crate::{api, openapi};
 pub struct AppState {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub store: DynStore,
+    pub identity: Arc<crate::identity::Identity>,
 }
 
 impl AppState {
@@ -28,6 +29,7 @@ impl AppState {
         Self {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             store,
+            identity: Default::default(),
         }
     }
 }
@@ -38,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/verifications", get(api::verifications::list))
         .route("/v1/verifications/{id}", get(api::verifications::get_one))
         .route("/admin/v1/config", get(api::admin::config))
+        .merge(api::blocklist::routes())
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/openapi.yaml", get(openapi::serve_yaml))

@@ -53,6 +53,9 @@ pub struct Config {
     pub tenants: BTreeMap<String, Tenant>,
     pub admin_keys: Vec<KeyHash>,
     pub limits: Limits,
+    /// The built-in engine's models, for face matching (`duplicates`, `blocklist`); default
+    /// as for `kind: embedded` (`LIVEGATE_MODELS_DIR`, `./models`, `../shared/models`).
+    pub models_dir: Option<PathBuf>,
     /// `sha256:` of the file's bytes: every verification records the config it was decided under.
     pub hash: String,
 }
@@ -196,6 +199,8 @@ pub struct Tenant {
     pub min_face_quality: Option<f64>,
     /// Outside `[min, max]` face luminance (0-1) livegate adds `LOW_`/`HIGH_FACE_LUMINANCE`.
     pub luminance: Option<(f64, f64)>,
+    /// `duplicates` and `blocklist` (face matching, `identity.rs`).
+    pub face_checks: crate::identity::FaceChecks,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +245,8 @@ struct RawRoot {
     admin: Option<Value>,
     #[serde(default)]
     limits: Option<Value>,
+    #[serde(default)]
+    models_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +292,8 @@ struct RawTenant {
     allow_provider_override: bool,
     min_face_quality: Option<f64>,
     luminance: Option<[f64; 2]>,
+    duplicates: Option<crate::identity::RawFaceCheck>,
+    blocklist: Option<crate::identity::RawFaceCheck>,
 }
 
 fn default_threshold() -> f64 {
@@ -412,6 +421,7 @@ impl Config {
                 tenants,
                 admin_keys,
                 limits,
+                models_dir: root.models_dir,
                 hash,
             })
         } else {
@@ -874,6 +884,11 @@ fn tenant(
         }
         warning_actions.insert(code, action);
     }
+    let (face_checks, face_problems) =
+        crate::identity::FaceChecks::from_raw(raw.duplicates, raw.blocklist);
+    for (key, message) in face_problems {
+        problems.push(problem(format!("{path}.{key}"), message));
+    }
     (problems.len() == before).then(|| Tenant {
         id: id.to_owned(),
         keys,
@@ -890,6 +905,7 @@ fn tenant(
         allow_provider_override: raw.allow_provider_override,
         min_face_quality: raw.min_face_quality,
         luminance: raw.luminance.map(|[lo, hi]| (lo, hi)),
+        face_checks,
     })
 }
 

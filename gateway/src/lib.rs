@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod embedded;
+pub mod identity;
 pub mod intake;
 pub mod keys;
 pub mod models;

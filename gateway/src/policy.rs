@@ -152,6 +152,7 @@ mod tests {
             allow_provider_override: false,
             min_face_quality: None,
             luminance: None,
+            face_checks: Default::default(),
         }
     }
 

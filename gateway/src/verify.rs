@@ -117,7 +117,7 @@ pub async fn verify(
         shadows: Vec::new(),
     };
 
-    let outcome = run(caller, tenant, headers, body, &mut draft).await;
+    let outcome = run(state, caller, tenant, headers, body, &mut draft).await;
     let rec = &mut draft.record;
     rec.latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     if let Err(e) = &outcome {
@@ -158,6 +158,7 @@ pub async fn verify(
 }
 
 async fn run(
+    state: &AppState,
     caller: &Caller,
     tenant: &Tenant,
     headers: &HeaderMap,
@@ -246,6 +247,19 @@ async fn run(
         }
     };
     let judgement = policy::decide(tenant, threshold, &routed.answer);
+    let subject = crate::identity::Subject {
+        tenant,
+        threshold,
+        image: &image,
+        answer: &routed.answer,
+        verification_id: draft.record.id,
+        models_dir: caller.runtime.config.models_dir.clone(),
+    };
+    let judgement = state
+        .identity
+        .review(&state.store, subject, judgement)
+        .await?;
+    let rec = &mut draft.record;
     let a = &routed.answer;
     rec.provider = Some(routed.provider.clone());
     rec.provider_request_id = a.provider_request_id.clone();

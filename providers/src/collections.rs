@@ -1,10 +1,13 @@
 //! The collections engine's standalone liveness check
 //! (`POST {base}/api/v1/collections/{id}/liveness`): the self-hosted face API, and livegate's
-//! own engine server, which speaks the same contract.
+//! own engine server, which speaks the same contract. Its face-matching calls (enroll,
+//! identify, verify, compare) are in `collections/matching.rs`.
 //!
 //! Contract: `../shared/seeds/collections-engine-liveness.txt` plus `UPSTREAMS.md`: the
 //! `{success, error: {code, message}, request_id}` envelope, JPEG/PNG only, and 422 codes that
 //! describe the face rather than a broken request.
+
+mod matching;
 
 use std::time::Duration;
 
@@ -18,6 +21,8 @@ use crate::{
     Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, SpoofType, UpstreamDecision, Warning, WarningCode,
 };
+
+pub use matching::{Compared, EnrolledFace, FaceMatch, FaceRef, Verified};
 
 /// Settings of one collections-engine provider entry.
 #[derive(Debug, Clone)]
@@ -342,6 +347,13 @@ mod wire {
         pub data: Option<Data>,
         pub error: Option<Error>,
         pub request_id: Option<String>,
+    }
+
+    /// Any answer: the envelope with its `data` left as JSON (the face-matching calls).
+    #[derive(Deserialize)]
+    pub struct Generic {
+        pub success: bool,
+        pub data: Option<serde_json::Value>,
     }
 
     #[derive(Deserialize)]

@@ -207,18 +207,36 @@ impl std::fmt::Display for WarningCode {
 pub struct Warning {
     pub code: WarningCode,
     pub message: String,
+    /// Face matches (`DUPLICATED_FACE`, `FACE_IN_BLOCKLIST` and their `POSSIBLE_` forms): the
+    /// earlier verification whose face this one matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_verification_id: Option<String>,
+    /// Face matches: the cosine similarity of the two faces' embeddings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f64>,
 }
 
 impl Warning {
     pub fn new(code: WarningCode) -> Self {
         let message = code.default_message().to_owned();
-        Self { code, message }
+        Self::with_message(code, message)
     }
 
     pub fn with_message(code: WarningCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
+            matched_verification_id: None,
+            similarity: None,
+        }
+    }
+
+    /// A face-match warning pointing at the matched verification.
+    pub fn face_match(code: WarningCode, matched_verification_id: String, similarity: f64) -> Self {
+        Self {
+            matched_verification_id: Some(matched_verification_id),
+            similarity: Some(similarity),
+            ..Self::new(code)
         }
     }
 }

@@ -9,15 +9,19 @@
 //! | `GET /api/v1/collections/{id}/faces` | list enrolled faces, paged |
 //! | `GET /api/v1/collections/{id}/faces/{face_id}` | one face |
 //! | `DELETE /api/v1/collections/{id}/faces/{face_id}` | delete a face |
+//! | `POST /api/v1/collections/{id}/faces/batch` | enroll several faces (partial success) |
+//! | `POST /api/v1/collections/{id}/identify` | the enrolled faces most like the image's |
+//! | `POST /api/v1/collections/{id}/verify` | is the image's face this enrolled face? |
+//! | `POST /api/v1/compare` | are the faces of two images the same person? |
 //! | `GET /healthz` | liveness of the server itself (no key) |
 //!
 //! Every `/api` route needs `X-API-Key: fr_(live|test)_<32 hex>` bound to the collection in
-//! the path. Errors use the documented envelope ([`ApiError`]). Identify, verify, compare,
-//! duplicates and blocklists (face embeddings) are a separate issue; they slot in as more
-//! routes under `/api/v1/collections/{id}/` and `/api/v1/compare`, and the store already keeps
-//! room for an embedding per face.
+//! the path (`/api/v1/compare` has no collection: any valid key). Errors use the documented
+//! envelope ([`ApiError`]). Enrolled faces keep their embedding, never the image.
 
 mod error;
+mod identity;
+mod index;
 mod keys;
 mod store;
 
@@ -42,7 +46,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::{Analysis, Engine, Warning};
+use crate::search::IndexOptions;
+use crate::{Analysis, Engine, FaceEmbedding, Warning};
 
 pub use error::{ApiError, REQUEST_ID_HEADER};
 pub use keys::{KeyMode, format_key, hash_key, key_mode};
@@ -64,6 +69,11 @@ const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
 /// Longest accepted `external_id`.
 const MAX_EXTERNAL_ID_CHARS: usize = 255;
 
+/// `threshold` of identify, verify and compare when a request sends none: the engine's
+/// calibrated [`crate::MATCH_THRESHOLD`]. The documented default of 0.55 belongs to another
+/// model's scale; on dlib's embeddings different people already score about 0.85.
+pub const DEFAULT_MATCH_THRESHOLD: f64 = 0.93;
+
 /// Settings of the collections server. Every field has a documented default
 /// ([`ServerOptions::default`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +92,14 @@ pub struct ServerOptions {
     pub default_page_size: u32,
     /// Largest accepted `limit`. Default 100.
     pub max_page_size: u32,
+    /// `threshold` of identify, verify and compare when a request sends none. Default
+    /// [`DEFAULT_MATCH_THRESHOLD`].
+    pub match_threshold: f64,
+    /// Most images in one `faces/batch` request. Default 20.
+    pub max_batch: usize,
+    /// When a collection's search switches from an exact scan to the HNSW graph, and the
+    /// graph's tuning. Default [`IndexOptions::default`].
+    pub index: IndexOptions,
 }
 
 impl Default for ServerOptions {
@@ -94,6 +112,9 @@ impl Default for ServerOptions {
             max_queue: 64,
             default_page_size: 20,
             max_page_size: 100,
+            match_threshold: DEFAULT_MATCH_THRESHOLD,
+            max_batch: 20,
+            index: IndexOptions::default(),
         }
     }
 }
@@ -114,10 +135,19 @@ pub fn valid_collection_id(id: &str) -> bool {
 pub fn router(engine: Engine, store: Arc<dyn FaceStore>, opts: ServerOptions) -> Router {
     let workers = opts.workers.max(1);
     let body_limit = opts.max_image_bytes.saturating_add(FORM_OVERHEAD_BYTES);
+    let pair_limit = opts
+        .max_image_bytes
+        .saturating_mul(2)
+        .saturating_add(FORM_OVERHEAD_BYTES);
+    let batch_limit = opts
+        .max_image_bytes
+        .saturating_mul(opts.max_batch.max(1))
+        .saturating_add(FORM_OVERHEAD_BYTES);
     let state = Arc::new(AppState {
         engine,
         store,
         limiter: Limiter::new(workers, opts.max_queue),
+        indexes: index::Indexes::new(opts.index),
         opts: ServerOptions { workers, ..opts },
         body_limit,
     });
@@ -132,6 +162,19 @@ pub fn router(engine: Engine, store: Arc<dyn FaceStore>, opts: ServerOptions) ->
             "/api/v1/collections/{id}/faces/{face_id}",
             get(get_face).delete(delete_face),
         )
+        .route(
+            "/api/v1/collections/{id}/faces/batch",
+            post(identity::enroll_batch).layer(DefaultBodyLimit::max(batch_limit)),
+        )
+        .route(
+            "/api/v1/collections/{id}/identify",
+            post(identity::identify),
+        )
+        .route("/api/v1/collections/{id}/verify", post(identity::verify))
+        .route(
+            "/api/v1/compare",
+            post(identity::compare).layer(DefaultBodyLimit::max(pair_limit)),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -143,6 +186,8 @@ struct AppState {
     engine: Engine,
     store: Arc<dyn FaceStore>,
     limiter: Limiter,
+    /// Each collection's search index, loaded from the store on first use.
+    indexes: index::Indexes,
     opts: ServerOptions,
     /// The whole request body's cap: the image cap plus room for the form around it.
     body_limit: usize,
@@ -194,6 +239,24 @@ impl AppState {
     /// Decodes (EXIF orientation applied) and analyzes on the blocking pool; returns the
     /// analysis and the milliseconds it took (the wait for a worker is not counted).
     async fn analyze(&self, image: Bytes) -> Result<(Analysis, u64), ApiError> {
+        self.run_engine(image, false)
+            .await
+            .map(|(a, _, ms)| (a, ms))
+    }
+
+    /// [`AppState::analyze`] plus the embedding of the scored face.
+    async fn analyze_and_embed(
+        &self,
+        image: Bytes,
+    ) -> Result<(Analysis, Option<FaceEmbedding>, u64), ApiError> {
+        self.run_engine(image, true).await
+    }
+
+    async fn run_engine(
+        &self,
+        image: Bytes,
+        embed: bool,
+    ) -> Result<(Analysis, Option<FaceEmbedding>, u64), ApiError> {
         let _admission = self.limiter.admit()?;
         let _permit = Arc::clone(&self.limiter.running)
             .acquire_owned()
@@ -203,9 +266,13 @@ impl AppState {
         let joined = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let img = Engine::decode_with_limit(&image, engine.options().max_pixels)?;
-            let analysis = engine.analyze(&img)?;
+            let (analysis, embedding) = if embed {
+                engine.analyze_and_embed(&img)?
+            } else {
+                (engine.analyze(&img)?, None)
+            };
             let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            Ok::<_, crate::EngineError>((analysis, ms))
+            Ok::<_, crate::EngineError>((analysis, embedding, ms))
         })
         .await
         .map_err(|e| ApiError::internal(format!("engine task failed: {e}")))?;
@@ -246,11 +313,34 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Any valid key (for `/api/v1/compare`, which names no collection).
+    async fn authorize_any(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::invalid_key)?;
+        if key_mode(key).is_none() {
+            return Err(ApiError::invalid_key());
+        }
+        match self.store.collection_for_key(&hash_key(key)).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::invalid_key()),
+        }
+    }
+}
+
 // ---- request parsing -------------------------------------------------------------------
+
+/// Fields read as files (bytes up to the image cap); every other field is UTF-8 text.
+/// `images` may repeat (batch enrollment); the others may appear once.
+const FILE_FIELDS: [&str; 4] = ["image", "image_a", "image_b", "images"];
 
 #[derive(Default)]
 struct Form {
     image: Option<Bytes>,
+    /// File fields other than `image`, in the order sent.
+    files: Vec<(String, Bytes)>,
     fields: HashMap<String, String>,
 }
 
@@ -340,9 +430,16 @@ async fn read_fields(mp: &mut Multipart, max_image_bytes: usize) -> Result<Form,
             Err(e) => return Err(multipart_error(&e, max_image_bytes)),
         };
         let name = field.name().unwrap_or_default().to_owned();
-        let is_image = name == "image";
-        if is_image && form.image.is_some() {
-            return Err(ApiError::validation("Send exactly one image field."));
+        let is_image = FILE_FIELDS.contains(&name.as_str());
+        let repeated = match name.as_str() {
+            "image" => form.image.is_some(),
+            "images" => false,
+            other => form.files.iter().any(|(n, _)| n == other),
+        };
+        if is_image && repeated {
+            return Err(ApiError::validation(format!(
+                "Send exactly one {name} field."
+            )));
         }
         let cap = if is_image {
             max_image_bytes
@@ -368,8 +465,10 @@ async fn read_fields(mp: &mut Multipart, max_image_bytes: usize) -> Result<Form,
                 Err(e) => return Err(multipart_error(&e, max_image_bytes)),
             }
         }
-        if is_image {
+        if name == "image" {
             form.image = Some(buf.freeze());
+        } else if is_image {
+            form.files.push((name, buf.freeze()));
         } else {
             let text = String::from_utf8(buf.to_vec()).map_err(|_| {
                 ApiError::validation(format!("The field {name} must be UTF-8 text."))
@@ -502,6 +601,33 @@ async fn liveness(
     Ok(Json(json!({"success": true, "data": data})).into_response())
 }
 
+/// What one enrollment carries besides the image.
+struct Enrollment {
+    external_id: Option<String>,
+    metadata: Option<Value>,
+    check_liveness: bool,
+    threshold: f64,
+}
+
+fn external_id(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(e) if e.chars().count() > MAX_EXTERNAL_ID_CHARS => Err(ApiError::validation(format!(
+            "external_id must be at most {MAX_EXTERNAL_ID_CHARS} characters."
+        ))),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+fn metadata_object(raw: Option<&str>) -> Result<Option<Value>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(s) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => Ok(Some(v)),
+            _ => Err(ApiError::validation("metadata must be a JSON object.")),
+        },
+    }
+}
+
 /// `POST /api/v1/collections/{id}/faces`: enrollment needs exactly one usable face, and by
 /// default a live one.
 async fn enroll(
@@ -511,87 +637,95 @@ async fn enroll(
 ) -> Result<Response, ApiError> {
     let Path(collection_id) = path.map_err(path_error)?;
     let form = st.authorized_form(&collection_id, req).await?;
-    let threshold = threshold(&form, st.opts.default_threshold)?;
-    let check_liveness = flag(&form, "check_liveness", true)?;
-    let external_id = form.text("external_id").map(str::to_owned);
-    if external_id
-        .as_ref()
-        .is_some_and(|e| e.chars().count() > MAX_EXTERNAL_ID_CHARS)
-    {
-        return Err(ApiError::validation(format!(
-            "external_id must be at most {MAX_EXTERNAL_ID_CHARS} characters."
-        )));
-    }
-    let metadata = match form.text("metadata") {
-        None => None,
-        Some(s) => match serde_json::from_str::<Value>(s) {
-            Ok(v @ Value::Object(_)) => Some(v),
-            _ => return Err(ApiError::validation("metadata must be a JSON object.")),
-        },
+    let enrollment = Enrollment {
+        threshold: threshold(&form, st.opts.default_threshold)?,
+        check_liveness: flag(&form, "check_liveness", true)?,
+        external_id: external_id(form.text("external_id"))?,
+        metadata: metadata_object(form.text("metadata"))?,
     };
     let image = form
         .image
         .ok_or_else(|| ApiError::validation("The image field is required."))?;
-    check_image(&image, st.opts.min_side)?;
-
-    // Checked before inference so a retried enrollment costs no CPU; the insert below still
-    // catches a concurrent duplicate.
-    if let Some(ext) = &external_id {
-        match st.store.face_by_external_id(&collection_id, ext).await {
-            Ok(_) => return Err(ApiError::duplicate_external_id()),
-            Err(FaceStoreError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-
-    let image_sha256 = hex::encode(Sha256::digest(&image));
-    let (analysis, _) = st.analyze(image).await?;
-    let face = match analysis.face_count {
-        0 => return Err(ApiError::face_not_detected()),
-        1 => analysis.face().cloned(),
-        n => return Err(ApiError::multiple_faces(n)),
-    };
-    let (Some(face), Some(score)) = (face, analysis.score) else {
-        return Err(ApiError::quality_too_low(
-            "The face is too close to the image border to be checked.",
-        ));
-    };
-    // An enrolled face is the reference for later matching: a blurry or tiny one is refused.
-    if analysis.has_warning(Warning::LowFaceQuality) {
-        return Err(ApiError::quality_too_low(format!(
-            "Face quality is too low ({:.2}); use a sharper photo with a larger face.",
-            analysis.quality.unwrap_or(0.0)
-        )));
-    }
-    let score = f64::from(score);
-    if check_liveness && score < threshold {
-        return Err(ApiError::liveness_failed(score, threshold));
-    }
-
-    let record = FaceRecord {
-        id: Uuid::now_v7(),
-        collection_id,
-        external_id,
-        metadata,
-        liveness_score: Some(score),
-        bbox: face.bbox.map(px),
-        confidence: f64::from(face.confidence),
-        quality: analysis.quality.map(f64::from),
-        image_sha256,
-        embedding: None,
-        created_at: Utc::now().trunc_subsecs(6),
-    };
-    match st.store.insert_face(&record).await {
-        Ok(()) => {}
-        Err(FaceStoreError::Conflict(_)) => return Err(ApiError::duplicate_external_id()),
-        Err(e) => return Err(e.into()),
-    }
-    tracing::info!(collection = %record.collection_id, face = %record.id, "face enrolled");
+    let record = st.enroll_one(&collection_id, image, enrollment).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"success": true, "data": face_json(&record)})),
     )
         .into_response())
+}
+
+impl AppState {
+    /// Checks, analyzes, embeds and stores one face; the search index follows.
+    async fn enroll_one(
+        &self,
+        collection_id: &str,
+        image: Bytes,
+        e: Enrollment,
+    ) -> Result<FaceRecord, ApiError> {
+        check_image(&image, self.opts.min_side)?;
+        // Checked before inference so a retried enrollment costs no CPU; the insert below
+        // still catches a concurrent duplicate.
+        if let Some(ext) = &e.external_id {
+            match self.store.face_by_external_id(collection_id, ext).await {
+                Ok(_) => return Err(ApiError::duplicate_external_id()),
+                Err(FaceStoreError::NotFound) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+
+        let image_sha256 = hex::encode(Sha256::digest(&image));
+        let (analysis, embedding, _) = self.analyze_and_embed(image).await?;
+        let face = match analysis.face_count {
+            0 => return Err(ApiError::face_not_detected()),
+            1 => analysis.face().cloned(),
+            n => return Err(ApiError::multiple_faces(n)),
+        };
+        let (Some(face), Some(score)) = (face, analysis.score) else {
+            return Err(ApiError::quality_too_low(
+                "The face is too close to the image border to be checked.",
+            ));
+        };
+        // An enrolled face is the reference for later matching: a blurry or tiny one is refused.
+        if analysis.has_warning(Warning::LowFaceQuality) {
+            return Err(ApiError::quality_too_low(format!(
+                "Face quality is too low ({:.2}); use a sharper photo with a larger face.",
+                analysis.quality.unwrap_or(0.0)
+            )));
+        }
+        let Some(embedding) = embedding else {
+            return Err(ApiError::quality_too_low(
+                "The face's landmarks could not be aligned for matching.",
+            ));
+        };
+        let score = f64::from(score);
+        if e.check_liveness && score < e.threshold {
+            return Err(ApiError::liveness_failed(score, e.threshold));
+        }
+
+        let record = FaceRecord {
+            id: Uuid::now_v7(),
+            collection_id: collection_id.to_owned(),
+            external_id: e.external_id,
+            metadata: e.metadata,
+            liveness_score: Some(score),
+            bbox: face.bbox.map(px),
+            confidence: f64::from(face.confidence),
+            quality: analysis.quality.map(f64::from),
+            image_sha256,
+            embedding: Some(embedding.vector),
+            created_at: Utc::now().trunc_subsecs(6),
+        };
+        match self.store.insert_face(&record).await {
+            Ok(()) => {}
+            Err(FaceStoreError::Conflict(_)) => return Err(ApiError::duplicate_external_id()),
+            Err(err) => return Err(err.into()),
+        }
+        if let Some(v) = &record.embedding {
+            self.indexes.inserted(collection_id, record.id, v).await;
+        }
+        tracing::info!(collection = %record.collection_id, face = %record.id, "face enrolled");
+        Ok(record)
+    }
 }
 
 fn face_json(f: &FaceRecord) -> Value {
@@ -603,6 +737,8 @@ fn face_json(f: &FaceRecord) -> Value {
         "liveness_score": f.liveness_score,
         "face": {"bbox": f.bbox, "confidence": f.confidence},
         "quality": f.quality,
+        // Faces enrolled before embeddings existed cannot be matched until re-enrolled.
+        "has_embedding": f.embedding.is_some(),
         "created_at": f.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     })
 }
@@ -698,6 +834,7 @@ async fn delete_face(
     let id = face_id(&raw_id)?;
     match st.store.delete_face(&collection_id, id).await {
         Ok(()) => {
+            st.indexes.removed(&collection_id, id).await;
             tracing::info!(collection = %collection_id, face = %id, "face deleted");
             Ok(
                 Json(json!({"success": true, "data": {"face_id": id, "deleted": true}}))
@@ -712,6 +849,11 @@ async fn delete_face(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_match_threshold_is_the_engines() {
+        assert!((DEFAULT_MATCH_THRESHOLD - f64::from(crate::MATCH_THRESHOLD)).abs() < 1e-6);
+    }
 
     #[test]
     fn collection_ids() {

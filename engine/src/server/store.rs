@@ -58,9 +58,9 @@ pub struct FaceRecord {
     /// Face quality 0-1 (sharpness and size).
     pub quality: Option<f64>,
     pub image_sha256: String,
-    /// Reserved for face identification (a separate issue): the face embedding. `None` until
-    /// an embedding model computes it; stored as little-endian `f32` bytes
-    /// ([`embedding_to_bytes`]).
+    /// The face's unit-length embedding (128 `f32`s, dlib ResNet), computed at enrollment;
+    /// `None` for faces enrolled before embeddings existed. Stored as little-endian `f32`
+    /// bytes ([`embedding_to_bytes`]).
     pub embedding: Option<Vec<f32>>,
     /// Truncated to microseconds so it reads back from either database unchanged.
     pub created_at: DateTime<Utc>,
@@ -108,6 +108,9 @@ pub trait FaceStore: Send + Sync {
     ) -> FaceStoreResult<FaceRecord>;
     /// Deletes one face of the collection; `NotFound` when absent or in another collection.
     async fn delete_face(&self, collection_id: &str, face_id: Uuid) -> FaceStoreResult<()>;
+    /// Every face of the collection that has an embedding, as `(id, embedding)`: what the
+    /// search index is built from.
+    async fn embeddings(&self, collection_id: &str) -> FaceStoreResult<Vec<(Uuid, Vec<f32>)>>;
 }
 
 /// An embedding as stored: little-endian `f32`s, the same bytes in every database.

@@ -3,6 +3,7 @@
 
 mod common;
 mod golden;
+mod identity;
 mod models;
 mod synthetic;
 mod threads;

@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource.
 
 pub mod admin;
+pub mod blocklist;
 pub mod health;
 pub mod liveness;
 pub mod verifications;

@@ -233,6 +233,23 @@ impl FaceStore for PgStore {
         }
         Ok(())
     }
+
+    async fn embeddings(&self, collection_id: &str) -> FaceStoreResult<Vec<(Uuid, Vec<f32>)>> {
+        let rows = sqlx::query(
+            "SELECT id, embedding FROM faces \
+             WHERE collection_id = $1 AND embedding IS NOT NULL ORDER BY id",
+        )
+        .bind(collection_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get("embedding").map_err(db)?;
+                Ok((r.try_get("id").map_err(db)?, embedding_from_bytes(&bytes)?))
+            })
+            .collect()
+    }
 }
 
 // ---- SQLite ----------------------------------------------------------------------------
@@ -426,5 +443,25 @@ impl FaceStore for SqliteStore {
             return Err(FaceStoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn embeddings(&self, collection_id: &str) -> FaceStoreResult<Vec<(Uuid, Vec<f32>)>> {
+        let rows = sqlx::query(
+            "SELECT id, embedding FROM faces \
+             WHERE collection_id = ?1 AND embedding IS NOT NULL ORDER BY id",
+        )
+        .bind(collection_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").map_err(db)?;
+                let bytes: Vec<u8> = r.try_get("embedding").map_err(db)?;
+                let id = Uuid::parse_str(&id)
+                    .map_err(|e| FaceStoreError::Other(format!("bad uuid {id:?}: {e}")))?;
+                Ok((id, embedding_from_bytes(&bytes)?))
+            })
+            .collect()
     }
 }

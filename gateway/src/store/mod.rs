@@ -2,6 +2,7 @@
 //! chosen by the URL scheme. Both pass the same conformance suite (`tests/store_conformance.rs`).
 
 pub mod faces;
+pub mod identity;
 mod postgres;
 mod sqlite;
 
@@ -104,8 +105,9 @@ pub struct ListFilter {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// Face identity rows come with every store (`identity.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: Send + Sync + std::fmt::Debug + identity::IdentityStore {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
     /// The verification and its attempts, in one transaction.

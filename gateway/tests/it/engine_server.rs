@@ -18,23 +18,23 @@ use serde_json::{Value, json};
 use crate::harness::{Backend, Harness, Kill, Reply, encode, open_store, postgres_url};
 
 /// Keys of collection `selfies` (one per mode) and of collection `others`.
-const KEY: &str = "fr_test_00112233445566778899aabbccddeeff";
+pub(crate) const KEY: &str = "fr_test_00112233445566778899aabbccddeeff";
 const LIVE_KEY: &str = "fr_live_0123456789abcdef0123456789abcdef";
-const OTHER_KEY: &str = "fr_test_ffeeddccbbaa99887766554433221100";
+pub(crate) const OTHER_KEY: &str = "fr_test_ffeeddccbbaa99887766554433221100";
 /// Well-formed, never bound.
 const UNKNOWN_KEY: &str = "fr_test_99999999999999999999999999999999";
 
-fn models_dir() -> String {
+pub(crate) fn models_dir() -> String {
     std::env::var("LIVEGATE_MODELS_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models").to_owned())
 }
 
-fn sample(name: &str) -> Vec<u8> {
+pub(crate) fn sample(name: &str) -> Vec<u8> {
     let path = format!("{}/samples/{name}", models_dir());
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
-fn png(img: image::RgbImage) -> Vec<u8> {
+pub(crate) fn png(img: image::RgbImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     image::DynamicImage::ImageRgb8(img)
         .write_to(&mut out, image::ImageFormat::Png)
@@ -43,7 +43,7 @@ fn png(img: image::RgbImage) -> Vec<u8> {
 }
 
 /// A uniform grey 640x480 PNG: no face.
-fn blank() -> Vec<u8> {
+pub(crate) fn blank() -> Vec<u8> {
     png(image::RgbImage::from_pixel(
         640,
         480,
@@ -93,13 +93,13 @@ async fn face_store(backend: Backend) -> Option<Arc<dyn FaceStore>> {
 /// The collections server on a port-0 listener, with collections `selfies` (keys `KEY`,
 /// `LIVE_KEY`) and `others` (`OTHER_KEY`).
 pub struct Srv {
-    base: String,
-    client: reqwest::Client,
-    store: Arc<dyn FaceStore>,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) store: Arc<dyn FaceStore>,
 }
 
 impl Srv {
-    async fn start(backend: Backend) -> Option<Srv> {
+    pub(crate) async fn start(backend: Backend) -> Option<Srv> {
         Self::start_with(backend, ServerOptions::default()).await
     }
 
@@ -136,7 +136,7 @@ impl Srv {
         })
     }
 
-    async fn form(
+    pub(crate) async fn form(
         &self,
         key: Option<&str>,
         path: &str,
@@ -173,7 +173,7 @@ impl Srv {
         .await
     }
 
-    async fn enroll(
+    pub(crate) async fn enroll(
         &self,
         key: &str,
         collection: &str,
@@ -201,14 +201,14 @@ impl Srv {
         self.call(reqwest::Method::GET, Some(key), path).await
     }
 
-    async fn delete(&self, key: &str, path: &str) -> Reply {
+    pub(crate) async fn delete(&self, key: &str, path: &str) -> Reply {
         self.call(reqwest::Method::DELETE, Some(key), path).await
     }
 }
 
 /// The documented error envelope, with the request id also in `X-Request-Id`.
 #[track_caller]
-fn assert_error(r: &Reply, status: u16, code: &str) {
+pub(crate) fn assert_error(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.body);
     let b = &r.body;
     assert_eq!(b["success"], false, "{b}");

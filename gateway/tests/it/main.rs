@@ -2,8 +2,10 @@
 
 mod cli;
 mod demo;
+mod duplicates;
 mod engine_server;
 mod equivalence;
+mod face_matching;
 pub mod harness;
 mod liveness;
 mod models_fetch;

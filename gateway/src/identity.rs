@@ -1,0 +1,342 @@
+//! Face identity for every tenant, whatever provider judged liveness: `duplicates` (the
+//! selfie matches one of the tenant's earlier approved verifications: `DUPLICATED_FACE` /
+//! `POSSIBLE_DUPLICATED_FACE`) and `blocklist` (it matches a face an operator blocklisted:
+//! `FACE_IN_BLOCKLIST` / `POSSIBLE_FACE_IN_BLOCKLIST`). The built-in engine computes the
+//! embedding in-process; the warnings go through the tenant's warning actions like any other.
+//!
+//! Only embeddings are kept (`verification_faces`, `blocklist_faces`), never images, and only
+//! for tenants that turn one of the checks on.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use livegate_engine::search::{FaceIndex, IndexOptions};
+use livegate_engine::{
+    EMBEDDING_DIM, Engine, POSSIBLE_SAME_PERSON_THRESHOLD, SAME_PERSON_THRESHOLD, cosine,
+};
+use livegate_providers::{ImageInput, ProviderAnswer, Warning, WarningCode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::config::Tenant;
+use crate::policy::{self, Decision, Judgement};
+use crate::problem::ApiError;
+use crate::store::DynStore;
+
+/// A tenant's setting as written: `true`/`false`, or a map overriding the thresholds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFaceCheck {
+    On(bool),
+    Thresholds(RawThresholds),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThresholds {
+    /// Cosine similarity for `DUPLICATED_FACE` / `FACE_IN_BLOCKLIST`.
+    pub threshold: Option<f64>,
+    /// Cosine similarity for the `POSSIBLE_` codes.
+    pub possible_threshold: Option<f64>,
+}
+
+/// The two similarity cuts of one check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchThresholds {
+    pub threshold: f64,
+    pub possible_threshold: f64,
+}
+
+impl Default for MatchThresholds {
+    /// The engine's calibrated values (README, "Face matching calibration").
+    fn default() -> Self {
+        MatchThresholds {
+            threshold: round6(SAME_PERSON_THRESHOLD),
+            possible_threshold: round6(POSSIBLE_SAME_PERSON_THRESHOLD),
+        }
+    }
+}
+
+/// `f32` constants as the decimals they were written as.
+fn round6(v: f32) -> f64 {
+    (f64::from(v) * 1e6).round() / 1e6
+}
+
+/// A tenant's face checks; both off by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaceChecks {
+    pub duplicates: Option<MatchThresholds>,
+    pub blocklist: Option<MatchThresholds>,
+}
+
+impl FaceChecks {
+    pub fn enabled(&self) -> bool {
+        self.duplicates.is_some() || self.blocklist.is_some()
+    }
+
+    /// From the tenant's `duplicates` and `blocklist` keys; each problem is `(key, message)`.
+    pub fn from_raw(
+        duplicates: Option<RawFaceCheck>,
+        blocklist: Option<RawFaceCheck>,
+    ) -> (FaceChecks, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        let mut one = |key: &'static str, raw: Option<RawFaceCheck>| match raw {
+            None | Some(RawFaceCheck::On(false)) => None,
+            Some(RawFaceCheck::On(true)) => Some(MatchThresholds::default()),
+            Some(RawFaceCheck::Thresholds(t)) => {
+                let d = MatchThresholds::default();
+                let m = MatchThresholds {
+                    threshold: t.threshold.unwrap_or(d.threshold),
+                    possible_threshold: t.possible_threshold.unwrap_or(d.possible_threshold),
+                };
+                if !(0.0..=1.0).contains(&m.threshold)
+                    || !(0.0..=1.0).contains(&m.possible_threshold)
+                {
+                    problems.push((key, "thresholds are cosine similarities in 0..=1".into()));
+                } else if m.possible_threshold > m.threshold {
+                    problems.push((key, "possible_threshold must not exceed threshold".into()));
+                }
+                Some(m)
+            }
+        };
+        let checks = FaceChecks {
+            duplicates: one("duplicates", duplicates),
+            blocklist: one("blocklist", blocklist),
+        };
+        (checks, problems)
+    }
+}
+
+/// The in-memory part: the engine, and each tenant's index of approved faces, read
+/// incrementally from the store (rows after the last `seq` seen), so several gateways on one
+/// database each see the others' approvals.
+#[derive(Debug, Default)]
+pub struct Identity {
+    approved: Mutex<HashMap<String, Arc<Mutex<TenantFaces>>>>,
+}
+
+#[derive(Debug)]
+struct TenantFaces {
+    index: FaceIndex,
+    last_seq: i64,
+}
+
+/// The engine computing embeddings: loaded once per models directory.
+async fn engine(models_dir: Option<PathBuf>) -> Result<Engine, ApiError> {
+    let dir = crate::embedded::models_dir(models_dir.as_deref());
+    tokio::task::spawn_blocking(move || crate::embedded::engine(&dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "face_matching_unavailable",
+                format!("the face-matching engine could not be loaded: {e}"),
+            )
+        })
+}
+
+fn best_match(
+    code: WarningCode,
+    possible: WarningCode,
+    t: &MatchThresholds,
+    best: Option<(Uuid, f32)>,
+) -> Option<Warning> {
+    let (id, s) = best?;
+    let s = f64::from(s);
+    let code = if s >= t.threshold {
+        code
+    } else if s >= t.possible_threshold {
+        possible
+    } else {
+        return None;
+    };
+    Some(Warning::face_match(
+        code,
+        id.to_string(),
+        (s * 1e4).round() / 1e4,
+    ))
+}
+
+/// Everything [`review`] needs about the verification.
+pub struct Subject<'a> {
+    pub tenant: &'a Tenant,
+    pub threshold: f64,
+    pub image: &'a ImageInput,
+    pub answer: &'a ProviderAnswer,
+    pub verification_id: Uuid,
+    pub models_dir: Option<PathBuf>,
+}
+
+impl Identity {
+    /// Applies the tenant's face checks to a judgement: blocklist for every face, duplicates
+    /// for faces the policy approved; warnings found are added to the provider's answer and
+    /// the policy decides again. Keeps the face's embedding for later checks.
+    pub async fn review(
+        &self,
+        store: &DynStore,
+        s: Subject<'_>,
+        judgement: Judgement,
+    ) -> Result<Judgement, ApiError> {
+        let checks = &s.tenant.face_checks;
+        if !checks.enabled() || s.answer.faces_detected == 0 {
+            return Ok(judgement);
+        }
+        let engine = engine(s.models_dir.clone()).await?;
+        let img = Arc::clone(&s.image.decoded);
+        let embedded =
+            tokio::task::spawn_blocking(move || engine.analyze_and_embed(&img.to_rgb8()))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+        // The provider saw a face the engine does not: nothing to match.
+        let Some(embedding) = embedded.1 else {
+            return Ok(judgement);
+        };
+        let vector = embedding.vector;
+
+        let mut found = Vec::new();
+        if let Some(t) = &checks.blocklist {
+            let list = store
+                .blocklist(&s.tenant.id)
+                .await
+                .map_err(ApiError::internal)?;
+            let best = list
+                .iter()
+                .map(|b| (b.verification_id, cosine(&vector, &b.embedding)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            found.extend(best_match(
+                WarningCode::FaceInBlocklist,
+                WarningCode::PossibleFaceInBlocklist,
+                t,
+                best,
+            ));
+        }
+        if let Some(t) = &checks.duplicates
+            && judgement.decision == Decision::Approved
+            && found.is_empty()
+        {
+            let best = self.best_approved(store, &s.tenant.id, &vector).await?;
+            found.extend(best_match(
+                WarningCode::DuplicatedFace,
+                WarningCode::PossibleDuplicatedFace,
+                t,
+                best,
+            ));
+        }
+        let judgement = if found.is_empty() {
+            judgement
+        } else {
+            let mut answer = s.answer.clone();
+            answer.warnings.extend(found);
+            policy::decide(s.tenant, s.threshold, &answer)
+        };
+        store
+            .insert_verification_face(
+                &s.tenant.id,
+                s.verification_id,
+                &vector,
+                judgement.decision == Decision::Approved,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(judgement)
+    }
+
+    /// The tenant's most similar approved face, after reading the rows stored since the last
+    /// look.
+    async fn best_approved(
+        &self,
+        store: &DynStore,
+        tenant_id: &str,
+        vector: &[f32],
+    ) -> Result<Option<(Uuid, f32)>, ApiError> {
+        let faces = {
+            let mut all = self.approved.lock().await;
+            Arc::clone(all.entry(tenant_id.to_owned()).or_insert_with(|| {
+                Arc::new(Mutex::new(TenantFaces {
+                    index: FaceIndex::new(EMBEDDING_DIM, IndexOptions::default()),
+                    last_seq: 0,
+                }))
+            }))
+        };
+        let mut faces = faces.lock().await;
+        let fresh = store
+            .approved_faces_after(tenant_id, faces.last_seq)
+            .await
+            .map_err(ApiError::internal)?;
+        for f in fresh {
+            faces.last_seq = faces.last_seq.max(f.seq);
+            faces.index.insert(f.verification_id, &f.embedding);
+        }
+        Ok(faces
+            .index
+            .search(vector, 1, -1.0)
+            .first()
+            .map(|h| (h.id, h.similarity)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse() {
+        let (c, p) = FaceChecks::from_raw(None, None);
+        assert!(!c.enabled() && p.is_empty());
+        let (c, p) = FaceChecks::from_raw(Some(RawFaceCheck::On(true)), None);
+        assert_eq!(c.duplicates, Some(MatchThresholds::default()));
+        assert_eq!(c.duplicates.map(|d| d.threshold), Some(0.95));
+        assert!(p.is_empty());
+        let (c, p) = FaceChecks::from_raw(
+            None,
+            Some(RawFaceCheck::Thresholds(RawThresholds {
+                threshold: Some(0.97),
+                possible_threshold: None,
+            })),
+        );
+        assert_eq!(c.blocklist.map(|b| b.threshold), Some(0.97));
+        assert!(p.is_empty());
+        let (_, p) = FaceChecks::from_raw(
+            Some(RawFaceCheck::Thresholds(RawThresholds {
+                threshold: Some(0.9),
+                possible_threshold: Some(0.95),
+            })),
+            Some(RawFaceCheck::Thresholds(RawThresholds {
+                threshold: Some(1.5),
+                possible_threshold: None,
+            })),
+        );
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn two_cuts() {
+        let t = MatchThresholds::default();
+        let id = Uuid::nil();
+        let code = |s: f32| {
+            best_match(
+                WarningCode::DuplicatedFace,
+                WarningCode::PossibleDuplicatedFace,
+                &t,
+                Some((id, s)),
+            )
+            .map(|w| w.code)
+        };
+        assert_eq!(code(0.97), Some(WarningCode::DuplicatedFace));
+        assert_eq!(code(0.93), Some(WarningCode::PossibleDuplicatedFace));
+        assert_eq!(code(0.85), None);
+        assert_eq!(
+            best_match(
+                WarningCode::DuplicatedFace,
+                WarningCode::PossibleDuplicatedFace,
+                &t,
+                None
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Face identity rows (`migrations/*/0003_identity.sql`): each verification's face embedding
+//! and each tenant's blocklist, for both backends.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use livegate_engine::server::{embedding_from_bytes, embedding_to_bytes};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{PgStore, SqliteStore, StoreError, StoreResult};
+
+/// A verification's face as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerificationFace {
+    /// Store-assigned, increasing: what an incremental read resumes after.
+    pub seq: i64,
+    pub verification_id: Uuid,
+    pub embedding: Vec<f32>,
+    pub approved: bool,
+}
+
+/// A blocklisted face.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockedFace {
+    pub verification_id: Uuid,
+    pub embedding: Vec<f32>,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    /// Keeps the embedding of a verification's face.
+    async fn insert_verification_face(
+        &self,
+        tenant_id: &str,
+        verification_id: Uuid,
+        embedding: &[f32],
+        approved: bool,
+    ) -> StoreResult<()>;
+    /// The tenant's approved faces stored after `after_seq`, in `seq` order.
+    async fn approved_faces_after(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+    ) -> StoreResult<Vec<VerificationFace>>;
+    /// The stored face of one of the tenant's verifications.
+    async fn verification_face(
+        &self,
+        tenant_id: &str,
+        verification_id: Uuid,
+    ) -> StoreResult<VerificationFace>;
+    /// Adds to the tenant's blocklist; `Conflict` when it is already there.
+    async fn insert_blocked(&self, tenant_id: &str, face: &BlockedFace) -> StoreResult<()>;
+    /// `NotFound` when it was not on the blocklist.
+    async fn delete_blocked(&self, tenant_id: &str, verification_id: Uuid) -> StoreResult<()>;
+    /// The tenant's whole blocklist, oldest first.
+    async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>>;
+}
+
+fn vector(bytes: &[u8]) -> StoreResult<Vec<f32>> {
+    embedding_from_bytes(bytes).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+fn uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Other(format!("bad uuid {s:?}: {e}")))
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Other(format!("bad timestamp {s:?}: {e}")))
+}
+
+#[async_trait]
+impl IdentityStore for PgStore {
+    async fn insert_verification_face(
+        &self,
+        tenant_id: &str,
+        verification_id: Uuid,
+        embedding: &[f32],
+        approved: bool,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO verification_faces (verification_id, tenant_id, embedding, approved, \
+             created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(verification_id)
+        .bind(tenant_id)
+        .bind(embedding_to_bytes(embedding))
+        .bind(approved)
+        .bind(Utc::now())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn approved_faces_after(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+    ) -> StoreResult<Vec<VerificationFace>> {
+        let rows = sqlx::query(
+            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
+             WHERE tenant_id = $1 AND approved AND seq > $2 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .bind(after_seq)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VerificationFace {
+                    seq: r.try_get("seq")?,
+                    verification_id: r.try_get("verification_id")?,
+                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
+                    approved: r.try_get("approved")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn verification_face(
+        &self,
+        tenant_id: &str,
+        verification_id: Uuid,
+    ) -> StoreResult<VerificationFace> {
+        let r = sqlx::query(
+            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
+             WHERE tenant_id = $1 AND verification_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(verification_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(VerificationFace {
+            seq: r.try_get("seq")?,
+            verification_id: r.try_get("verification_id")?,
+            embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
+            approved: r.try_get("approved")?,
+        })
+    }
+
+    async fn insert_blocked(&self, tenant_id: &str, f: &BlockedFace) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO blocklist_faces (tenant_id, verification_id, embedding, reason, \
+             created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant_id)
+        .bind(f.verification_id)
+        .bind(embedding_to_bytes(&f.embedding))
+        .bind(&f.reason)
+        .bind(f.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_blocked(&self, tenant_id: &str, verification_id: Uuid) -> StoreResult<()> {
+        let done = sqlx::query(
+            "DELETE FROM blocklist_faces WHERE tenant_id = $1 AND verification_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(verification_id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>> {
+        let rows = sqlx::query(
+            "SELECT verification_id, embedding, reason, created_at FROM blocklist_faces \
+             WHERE tenant_id = $1 ORDER BY created_at, verification_id",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BlockedFace {
+                    verification_id: r.try_get("verification_id")?,
+                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
+                    reason: r.try_get("reason")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl IdentityStore for SqliteStore {
+    async fn insert_verification_face(
+        &self,
+        tenant_id: &str,
+        verification_id: Uuid,
+        embedding: &[f32],
+        approved: bool,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO verification_faces (verification_id, tenant_id, embedding, approved, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(verification_id.to_string())
+        .bind(tenant_id)
+        .bind(embedding_to_bytes(embedding))
+        .bind(approved)
+        .bind(ts(&Utc::now()))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn approved_faces_after(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+    ) -> StoreResult<Vec<VerificationFace>> {
+        let rows = sqlx::query(
+            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
+             WHERE tenant_id = ?1 AND approved AND seq > ?2 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .bind(after_seq)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VerificationFace {
+                    seq: r.try_get("seq")?,
+                    verification_id: uuid(&r.try_get::<String, _>("verification_id")?)?,
+                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
+                    approved: r.try_get("approved")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn verification_face(
+        &self,
+        tenant_id: &str,
+        verification_id: Uuid,
+    ) -> StoreResult<VerificationFace> {
+        let r = sqlx::query(
+            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
+             WHERE tenant_id = ?1 AND verification_id = ?2",
+        )
+        .bind(tenant_id)
+        .bind(verification_id.to_string())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(VerificationFace {
+            seq: r.try_get("seq")?,
+            verification_id: uuid(&r.try_get::<String, _>("verification_id")?)?,
+            embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
+            approved: r.try_get("approved")?,
+        })
+    }
+
+    async fn insert_blocked(&self, tenant_id: &str, f: &BlockedFace) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO blocklist_faces (tenant_id, verification_id, embedding, reason, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(tenant_id)
+        .bind(f.verification_id.to_string())
+        .bind(embedding_to_bytes(&f.embedding))
+        .bind(&f.reason)
+        .bind(ts(&f.created_at))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_blocked(&self, tenant_id: &str, verification_id: Uuid) -> StoreResult<()> {
+        let done = sqlx::query(
+            "DELETE FROM blocklist_faces WHERE tenant_id = ?1 AND verification_id = ?2",
+        )
+        .bind(tenant_id)
+        .bind(verification_id.to_string())
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>> {
+        let rows = sqlx::query(
+            "SELECT verification_id, embedding, reason, created_at FROM blocklist_faces \
+             WHERE tenant_id = ?1 ORDER BY created_at, verification_id",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BlockedFace {
+                    verification_id: uuid(&r.try_get::<String, _>("verification_id")?)?,
+                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
+                    reason: r.try_get("reason")?,
+                    created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+                })
+            })
+            .collect()
+    }
+}
