@@ -1,7 +1,6 @@
 //! The face-matching routes: batch enrollment, identify, verify and compare. Similarities are
 //! the cosine of the faces' unit embeddings (`similarity`, -1 to 1; in practice 0.7-1.0).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -291,8 +290,7 @@ pub(super) async fn compare(State(st): Shared, req: Request) -> Result<Response,
     };
     let (a, b) = (file("image_a")?, file("image_b")?);
     let started = Instant::now();
-    let st2 = Arc::clone(&st);
-    let (pa, pb) = tokio::join!(st.probe(a), st2.probe(b));
+    let (pa, pb) = tokio::join!(st.probe(a), st.probe(b));
     let (pa, pb) = (pa?, pb?);
     let similarity = f64::from(cosine(&pa.vector, &pb.vector));
     let data = json!({
