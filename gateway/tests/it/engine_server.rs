@@ -614,7 +614,8 @@ async fn enroll_get_delete(backend: Backend) {
         .expect("row");
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sample("real.jpg")));
     assert_eq!(rec.image_sha256, sha);
-    assert_eq!(rec.embedding, None);
+    // The face's embedding is kept in place of the image.
+    assert_eq!(rec.embedding.map(|v| v.len()), Some(128));
 
     // The external id is unique in the collection, not across collections.
     let r = s
@@ -817,13 +818,15 @@ async fn unknown_routes(backend: Backend) {
         "/",
         "/nope",
         "/api/v1/collections/selfies",
-        "/api/v1/compare",
+        "/api/v1/comparisons",
     ] {
         let r = s.get(KEY, path).await;
         assert_error(&r, 404, "NOT_FOUND");
     }
-    let r = s.get(KEY, "/api/v1/collections/selfies/liveness").await;
-    assert_error(&r, 405, "METHOD_NOT_ALLOWED");
+    for path in ["/api/v1/collections/selfies/liveness", "/api/v1/compare"] {
+        let r = s.get(KEY, path).await;
+        assert_error(&r, 405, "METHOD_NOT_ALLOWED");
+    }
     let r = s
         .call(
             reqwest::Method::PUT,
