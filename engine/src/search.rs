@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hnsw_rs::prelude::{DistDot, Hnsw};
+use hnsw_rs::prelude::{Distance, Hnsw};
 use uuid::Uuid;
 
 use crate::embed::cosine;
@@ -55,7 +55,7 @@ pub struct FaceIndex {
     vectors: Vec<f32>,
     slot_of: HashMap<Uuid, usize>,
     deleted: HashSet<usize>,
-    graph: Option<Hnsw<'static, f32, DistDot>>,
+    graph: Option<Hnsw<'static, f32, CosineDistance>>,
 }
 
 impl std::fmt::Debug for FaceIndex {
@@ -231,12 +231,12 @@ impl FaceIndex {
             self.graph = None;
             return;
         }
-        let g = Hnsw::<f32, DistDot>::new(
+        let g = Hnsw::<f32, CosineDistance>::new(
             self.opts.max_connections,
             self.ids.len().max(1024),
             16,
             self.opts.ef_construction,
-            DistDot {},
+            CosineDistance,
         );
         let points: Vec<(&[f32], usize)> = self
             .vectors
@@ -247,6 +247,18 @@ impl FaceIndex {
             .collect();
         g.parallel_insert_slice(&points);
         self.graph = Some(g);
+    }
+}
+
+/// `1 - cosine` of unit vectors, floored at 0. `hnsw_rs`'s own `DistDot` asserts the value is
+/// not negative, and rounding makes it about -1e-7 for two identical embeddings (the same
+/// photo submitted twice), which would panic.
+#[derive(Clone, Copy, Debug, Default)]
+struct CosineDistance;
+
+impl Distance<f32> for CosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
     }
 }
 
