@@ -346,8 +346,8 @@ mod tests {
         let after = index.search(&vs[40], 5, -1.0);
         assert!(after.iter().all(|h| h.id != id[40]));
         // Removing a fifth compacts: still correct afterwards.
-        for i in 0..450 {
-            index.remove(id[i]);
+        for &gone in id.iter().take(450) {
+            index.remove(gone);
         }
         assert_eq!(index.len(), 2_000 - 450);
         assert_eq!(
