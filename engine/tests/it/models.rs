@@ -28,7 +28,7 @@ fn expected_hash(file: &str) -> String {
 #[test]
 fn shared_models_verify() {
     verify_models(&models_dir()).unwrap();
-    assert_eq!(MODEL_FILES.len(), 4);
+    assert_eq!(MODEL_FILES.len(), 5);
 }
 
 #[test]
