@@ -12,7 +12,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::config::Tenant;
+use crate::credits::Writers;
 use crate::problem::{ApiError, REQUEST_ID};
+use crate::ratelimit::{self, RateLimits};
 use crate::runtime::Runtime;
 use crate::store::DynStore;
 use crate::{api, openapi};
@@ -21,22 +23,45 @@ use crate::{api, openapi};
 pub struct AppState {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub store: DynStore,
+    /// Group-committed writes (credit reservations, results).
+    pub writers: Arc<Writers>,
+    pub limits: Arc<RateLimits>,
 }
 
 impl AppState {
+    /// In-process rate limits. Must be called inside a Tokio runtime (it starts the writers).
     pub fn new(runtime: Runtime, store: DynStore) -> Self {
+        Self::with_limits(runtime, store, RateLimits::local())
+    }
+
+    pub fn with_limits(runtime: Runtime, store: DynStore, limits: Arc<RateLimits>) -> Self {
+        let writers = Writers::spawn(&store, None);
         Self {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             store,
+            writers,
+            limits,
         }
+    }
+
+    pub fn on_rate_limited(&self, tenant: &str) {
+        tracing::info!(tenant, "rate limited");
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let tenant_api = Router::new()
         .route("/v1/liveness", post(api::liveness::create))
         .route("/v1/verifications", get(api::verifications::list))
         .route("/v1/verifications/{id}", get(api::verifications::get_one))
+        .route("/v1/tenant", get(api::tenant::me))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::enforce,
+        ));
+    Router::new()
+        .merge(tenant_api)
+        .route("/admin/v1/tenants/{id}/credits", post(api::admin::credits))
         .route("/admin/v1/config", get(api::admin::config))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))

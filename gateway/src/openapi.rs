@@ -19,12 +19,15 @@ use crate::problem::Problem;
         api::health::healthz,
         api::health::readyz,
         api::admin::config,
+        api::admin::credits,
+        api::tenant::me,
     ),
     components(schemas(Problem)),
     modifiers(&Security),
     tags(
         (name = "liveness", description = "Liveness checks"),
         (name = "verifications", description = "Stored verifications of the caller's tenant"),
+        (name = "tenant", description = "The caller's tenant: credits, rate limit, usage"),
         (name = "operations", description = "Health and readiness"),
         (name = "admin", description = "Operator endpoints (admin keys)"),
     )

@@ -35,6 +35,9 @@ pub struct Problem {
     /// Provider that caused the failure, for upstream errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The tenant's credit balance, on `insufficient_credits` (402).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<i64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,6 +48,7 @@ pub struct ApiError {
     pub detail: String,
     pub provider: Option<String>,
     pub retry_after: Option<u64>,
+    pub balance: Option<i64>,
 }
 
 impl ApiError {
@@ -55,6 +59,7 @@ impl ApiError {
             detail: detail.into(),
             provider: None,
             retry_after: None,
+            balance: None,
         }
     }
 
@@ -98,6 +103,7 @@ impl ApiError {
             detail: format!("provider {provider}: {}", e.message),
             provider: Some(provider.to_owned()),
             retry_after: e.retry_after.map(|d| d.as_secs().max(1)),
+            balance: None,
         }
     }
 
@@ -113,6 +119,7 @@ impl ApiError {
             code: self.code.clone(),
             request_id: current_request_id(),
             provider: self.provider.clone(),
+            balance: self.balance,
         }
     }
 }

@@ -8,13 +8,16 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::api::views::Verification;
+use crate::api::views::{CreditsUsed, Verification};
 use crate::app::{AppState, Caller};
-use crate::config::Tenant;
+use crate::config::{Strategy, Tenant};
+use crate::credits::{self, Reservation};
+use crate::idempotency::{self, Begin};
 use crate::intake::{self, Submission};
 use crate::policy::{self, Decision};
 use crate::problem::{ApiError, current_request_id};
 use crate::routing::{self, AttemptLog, RouteInput, ShadowCall};
+use crate::store::ledger::{IdempotentAnswer, ResultWrite};
 use crate::store::{AttemptRecord, VerificationRecord};
 
 /// What is known about a verification so far; becomes its row whatever happens.
@@ -22,6 +25,17 @@ struct Draft {
     record: VerificationRecord,
     attempts: Vec<AttemptLog>,
     shadows: Vec<ShadowCall>,
+    reservation: Option<Reservation>,
+    /// The `Idempotency-Key` this request holds.
+    idempotency_key: Option<String>,
+    /// The stored answer of an earlier request with the same key.
+    replay: Option<(StatusCode, String)>,
+}
+
+/// A fresh verdict, or the replay of an earlier one.
+pub enum Answer {
+    Fresh(Box<Verification>),
+    Replay { status: StatusCode, body: String },
 }
 
 fn attempt_record(verification_id: Uuid, attempt_no: usize, a: &AttemptLog) -> AttemptRecord {
@@ -81,7 +95,7 @@ pub async fn verify(
     caller: &Caller,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Verification, ApiError> {
+) -> Result<Answer, ApiError> {
     let started = Instant::now();
     let tenant = caller.tenant()?;
     let mut draft = Draft {
@@ -115,9 +129,16 @@ pub async fn verify(
         },
         attempts: Vec::new(),
         shadows: Vec::new(),
+        reservation: None,
+        idempotency_key: None,
+        replay: None,
     };
 
-    let outcome = run(caller, tenant, headers, body, &mut draft).await;
+    let outcome = run(state, caller, tenant, headers, body, &mut draft).await;
+    if let Some((status, body)) = draft.replay.take() {
+        tracing::info!(tenant = %tenant.id, "idempotent replay");
+        return Ok(Answer::Replay { status, body });
+    }
     let rec = &mut draft.record;
     rec.latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     if let Err(e) = &outcome {
@@ -133,10 +154,50 @@ pub async fn verify(
         .enumerate()
         .map(|(i, a)| attempt_record(rec.id, i + 1, a))
         .collect();
-    // The answer goes out only once its row is committed: nothing is lost.
+    // Shadows are never charged; a check without a verdict costs nothing.
+    let charged = match (&outcome, &rec.provider, &tenant.credits) {
+        (Ok(()), Some(p), Some(c)) => c.cost_of(p),
+        _ => 0,
+    };
+    let settlement = draft.reservation.as_ref().map(|r| r.settle(charged));
+    let view = match &outcome {
+        Ok(()) => {
+            let mut v = Verification::from_records(rec, &attempts);
+            v.credits = draft.reservation.as_ref().map(|r| CreditsUsed {
+                charged: charged.min(r.amount),
+                remaining: r.remaining(charged),
+            });
+            Some(v)
+        }
+        Err(_) => None,
+    };
+    let mut idempotency = None;
+    let mut idempotency_forget = None;
+    if let Some(key) = draft.idempotency_key.take() {
+        match &view {
+            Some(v) => {
+                idempotency = Some(IdempotentAnswer {
+                    tenant_id: tenant.id.clone(),
+                    key,
+                    http_status: 200,
+                    response: serde_json::to_string(v).map_err(ApiError::internal)?,
+                });
+            }
+            None => idempotency_forget = Some((tenant.id.clone(), key)),
+        }
+    }
+    // The answer goes out only once its row, its ledger rows and its idempotent answer are
+    // committed: nothing is lost, nothing is charged twice.
     state
-        .store
-        .insert_verification(rec, &attempts)
+        .writers
+        .results
+        .submit(ResultWrite {
+            verification: rec.clone(),
+            attempts: attempts.clone(),
+            settlement,
+            idempotency,
+            idempotency_forget,
+        })
         .await
         .map_err(ApiError::internal)?;
     store_shadows(
@@ -154,10 +215,24 @@ pub async fn verify(
         latency_ms = rec.latency_ms,
         "verification"
     );
-    outcome.map(|()| Verification::from_records(rec, &attempts))
+    match (outcome, view) {
+        (Ok(()), Some(v)) => Ok(Answer::Fresh(Box::new(v))),
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Err(ApiError::internal("a verdict without its view")),
+    }
+}
+
+/// The providers whose answer can decide (and so be charged): shadows never do.
+fn deciding_providers(tenant: &Tenant, provider_override: Option<&str>) -> Vec<String> {
+    match (provider_override, tenant.routing.strategy) {
+        (Some(p), _) => vec![p.to_owned()],
+        (None, Strategy::Shadow) => tenant.routing.providers.iter().take(1).cloned().collect(),
+        (None, _) => tenant.routing.providers.clone(),
+    }
 }
 
 async fn run(
+    state: &AppState,
     caller: &Caller,
     tenant: &Tenant,
     headers: &HeaderMap,
@@ -165,6 +240,7 @@ async fn run(
     draft: &mut Draft,
 ) -> Result<(), ApiError> {
     let limits = caller.runtime.config.limits.clone();
+    let idempotency_key = idempotency::key(headers)?;
     let sub: Submission = intake::read_submission(headers, body, &limits).await?;
     let rec = &mut draft.record;
     rec.external_id = sub.external_id.clone();
@@ -204,11 +280,49 @@ async fn run(
     let facts = intake::facts(&bytes);
     rec.image_sha256 = Some(facts.sha256);
     rec.image_format = facts.format.map(|f| f.extension().to_owned());
-    let image = tokio::task::spawn_blocking(move || intake::decode(bytes, &limits))
+    if let Some(key) = idempotency_key {
+        let fingerprint = idempotency::fingerprint(&[
+            ("image_sha256", rec.image_sha256.clone().unwrap_or_default()),
+            ("threshold", format!("{:?}", sub.threshold)),
+            ("external_id", format!("{:?}", sub.external_id)),
+            ("metadata", format!("{:?}", sub.metadata)),
+            ("provider", format!("{:?}", sub.provider)),
+        ]);
+        match idempotency::begin(
+            &state.store,
+            &tenant.id,
+            &key,
+            &fingerprint,
+            limits.reservation_ttl,
+            limits.idempotency_wait,
+        )
+        .await?
+        {
+            Begin::Run => draft.idempotency_key = Some(key),
+            Begin::Replay { status, body } => {
+                draft.replay = Some((status, body));
+                return Ok(());
+            }
+        }
+    }
+    let rec = &mut draft.record;
+    let decode_limits = limits.clone();
+    let image = tokio::task::spawn_blocking(move || intake::decode(bytes, &decode_limits))
         .await
         .map_err(ApiError::internal)??;
     rec.image_width = i32::try_from(image.width).ok();
     rec.image_height = i32::try_from(image.height).ok();
+
+    let cost = credits::max_cost(tenant, &deciding_providers(tenant, sub.provider.as_deref()));
+    draft.reservation = credits::reserve(
+        &state.store,
+        &state.writers,
+        tenant,
+        cost,
+        limits.reservation_ttl,
+    )
+    .await?;
+    let rec = &mut draft.record;
 
     let traceparent = headers
         .get("traceparent")

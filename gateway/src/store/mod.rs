@@ -2,8 +2,11 @@
 //! chosen by the URL scheme. Both pass the same conformance suite (`tests/store_conformance.rs`).
 
 pub mod faces;
+pub mod ledger;
 mod postgres;
+mod postgres_ledger;
 mod sqlite;
+mod sqlite_ledger;
 
 use std::sync::Arc;
 
@@ -105,7 +108,7 @@ pub struct ListFilter {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: ledger::LedgerStore + Send + Sync + std::fmt::Debug {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
     /// The verification and its attempts, in one transaction.
@@ -127,6 +130,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Insert a setting unless it exists; returns the stored value either way.
     async fn setting_insert_if_absent(&self, name: &str, value: &str) -> StoreResult<String>;
     async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// How many group-commit workers write at once (SQLite has one writer).
+    fn write_concurrency(&self) -> usize {
+        1
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

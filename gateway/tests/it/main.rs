@@ -1,12 +1,14 @@
 //! HTTP-level tests: requests in, rows in the database and HTTP out.
 
 mod cli;
+mod credits;
 mod demo;
 mod engine_server;
 mod equivalence;
 pub mod harness;
 mod liveness;
 mod models_fetch;
+mod multi_instance;
 mod openapi_drift;
 mod providers;
 mod read_api;
