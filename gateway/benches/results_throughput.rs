@@ -107,7 +107,20 @@ async fn one(store: &DynStore, writers: Option<&Writers>, tenant: &str) -> bool 
 }
 
 async fn run(store: DynStore, grouped: bool, seconds: u64, concurrency: usize) -> f64 {
-    let writers = grouped.then(|| Writers::spawn(&store, None));
+    let batches = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        &'static str,
+        (u64, u64, f64),
+    >::new()));
+    let b = batches.clone();
+    let observer: livegate::group_commit::BatchObserver = Arc::new(move |name, size, took| {
+        if let Ok(mut m) = b.lock() {
+            let e = m.entry(name).or_default();
+            e.0 += 1;
+            e.1 += size as u64;
+            e.2 += took.as_secs_f64();
+        }
+    });
+    let writers = grouped.then(|| Writers::spawn(&store, Some(observer)));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs(seconds);
@@ -147,6 +160,15 @@ async fn run(store: DynStore, grouped: bool, seconds: u64, concurrency: usize) -
             "one tx each"
         }
     );
+    if let Ok(m) = batches.lock() {
+        for (name, (count, items, secs)) in m.iter() {
+            println!(
+                "{name:>14}: {count} batches, {:.1} writes per batch, {:.1} ms per batch",
+                *items as f64 / *count as f64,
+                secs * 1000.0 / *count as f64
+            );
+        }
+    }
     rate
 }
 

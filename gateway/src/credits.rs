@@ -27,9 +27,10 @@ impl Writers {
     pub fn spawn(store: &DynStore, observer: Option<BatchObserver>) -> Arc<Self> {
         let workers = store.write_concurrency();
         let s = store.clone();
+        // Reservations of one tenant serialize on its balance row anyway: fewer, bigger batches.
         let reserve = Batcher::spawn(
             "reserve",
-            workers,
+            workers.div_ceil(2),
             512,
             observer.clone(),
             move |items: Vec<ReserveRequest>| {

@@ -133,6 +133,114 @@ async fn insert_verifications(
     Ok(())
 }
 
+impl PgStore {
+    async fn reserve_once(
+        &self,
+        reqs: &[ReserveRequest],
+        locked: bool,
+    ) -> StoreResult<Option<Vec<ReserveOutcome>>> {
+        let now = Utc::now();
+        let mut ids: Vec<&str> = reqs.iter().map(|r| r.tenant_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self.pool().begin().await?;
+        let rows = sqlx::query(if locked {
+            "SELECT id, balance FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        } else {
+            "SELECT id, balance FROM tenants WHERE id = ANY($1)"
+        })
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut balances: BTreeMap<String, i64> = BTreeMap::new();
+        for r in rows {
+            balances.insert(r.try_get("id")?, r.try_get("balance")?);
+        }
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut taken: Vec<&ReserveRequest> = Vec::new();
+        let mut deltas: BTreeMap<&str, i64> = BTreeMap::new();
+        for r in reqs {
+            let Some(bal) = balances.get_mut(&r.tenant_id) else {
+                out.push(ReserveOutcome::NoAccount);
+                continue;
+            };
+            if *bal >= r.amount {
+                *bal -= r.amount;
+                out.push(ReserveOutcome::Reserved { balance: *bal });
+                *deltas.entry(r.tenant_id.as_str()).or_default() -= r.amount;
+                taken.push(r);
+            } else if !locked {
+                return Ok(None);
+            } else {
+                out.push(ReserveOutcome::Insufficient { balance: *bal });
+            }
+        }
+        for chunk in taken.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "INSERT INTO credit_reservations (id, tenant_id, amount, expires_at, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id)
+                    .push_bind(&r.tenant_id)
+                    .push_bind(r.amount)
+                    .push_bind(r.expires_at)
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        let ledger: Vec<LedgerRow<'_>> = taken
+            .iter()
+            .map(|r| LedgerRow {
+                tenant_id: &r.tenant_id,
+                reservation_id: Some(r.id),
+                kind: kind::RESERVE,
+                amount: -r.amount,
+                verification_id: None,
+                reason: None,
+            })
+            .collect();
+        insert_ledger(&mut tx, &ledger, now).await?;
+        // Last, in tenant order: the row locks are held only until the commit below.
+        let mut finals: BTreeMap<&str, i64> = BTreeMap::new();
+        for (tenant, delta) in &deltas {
+            let after: Option<i64> = sqlx::query_scalar(
+                "UPDATE tenants SET balance = balance + $2 WHERE id = $1 AND balance + $2 >= 0 \
+                 RETURNING balance",
+            )
+            .bind(tenant)
+            .bind(delta)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match after {
+                Some(b) => {
+                    finals.insert(tenant, b);
+                }
+                None => {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+            }
+        }
+        tx.commit().await?;
+        if !locked {
+            // The balances read were a snapshot: restate each answer from the committed one.
+            let mut later: BTreeMap<&str, i64> = BTreeMap::new();
+            for (r, o) in reqs.iter().zip(out.iter_mut()).rev() {
+                if let ReserveOutcome::Reserved { balance } = o {
+                    let after = later.entry(r.tenant_id.as_str()).or_default();
+                    *balance = finals
+                        .get(r.tenant_id.as_str())
+                        .copied()
+                        .unwrap_or(*balance)
+                        + *after;
+                    *after += r.amount;
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
 #[async_trait]
 impl LedgerStore for PgStore {
     async fn ensure_account(&self, tenant_id: &str, initial: i64) -> StoreResult<bool> {
@@ -174,69 +282,16 @@ impl LedgerStore for PgStore {
     }
 
     async fn reserve_batch(&self, reqs: &[ReserveRequest]) -> StoreResult<Vec<ReserveOutcome>> {
-        let now = Utc::now();
-        let mut ids: Vec<&str> = reqs.iter().map(|r| r.tenant_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut tx = self.pool().begin().await?;
-        let rows = sqlx::query(
-            "SELECT id, balance FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut balances: BTreeMap<String, i64> = BTreeMap::new();
-        for r in rows {
-            balances.insert(r.try_get("id")?, r.try_get("balance")?);
+        // Optimistic first: the balance row is locked only from its UPDATE to COMMIT, so
+        // settlements and other instances queue behind it for as short a time as possible. A
+        // batch that would refuse anything, or whose conditional UPDATE finds the balance too
+        // low, runs again with the row locked from the start, so every refusal is exact.
+        if let Some(out) = self.reserve_once(reqs, false).await? {
+            return Ok(out);
         }
-        let start = balances.clone();
-        let mut out = Vec::with_capacity(reqs.len());
-        let mut taken: Vec<&ReserveRequest> = Vec::new();
-        for r in reqs {
-            let Some(bal) = balances.get_mut(&r.tenant_id) else {
-                out.push(ReserveOutcome::NoAccount);
-                continue;
-            };
-            if *bal >= r.amount {
-                *bal -= r.amount;
-                out.push(ReserveOutcome::Reserved { balance: *bal });
-                taken.push(r);
-            } else {
-                out.push(ReserveOutcome::Insufficient { balance: *bal });
-            }
-        }
-        let deltas: BTreeMap<&str, i64> = balances
-            .iter()
-            .map(|(t, b)| (t.as_str(), b - start.get(t).copied().unwrap_or(*b)))
-            .collect();
-        apply_deltas(&mut tx, &deltas).await?;
-        for chunk in taken.chunks(CHUNK) {
-            let mut qb = QueryBuilder::<Postgres>::new(
-                "INSERT INTO credit_reservations (id, tenant_id, amount, expires_at, created_at) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.id)
-                    .push_bind(&r.tenant_id)
-                    .push_bind(r.amount)
-                    .push_bind(r.expires_at)
-                    .push_bind(now);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        let ledger: Vec<LedgerRow<'_>> = taken
-            .iter()
-            .map(|r| LedgerRow {
-                tenant_id: &r.tenant_id,
-                reservation_id: Some(r.id),
-                kind: kind::RESERVE,
-                amount: -r.amount,
-                verification_id: None,
-                reason: None,
-            })
-            .collect();
-        insert_ledger(&mut tx, &ledger, now).await?;
-        tx.commit().await?;
-        Ok(out)
+        self.reserve_once(reqs, true)
+            .await?
+            .ok_or_else(|| StoreError::Other("reservation under lock did not apply".into()))
     }
 
     async fn commit_results(&self, writes: &[ResultWrite]) -> StoreResult<()> {
@@ -247,6 +302,7 @@ impl LedgerStore for PgStore {
         let mut tx = self.pool().begin().await?;
         insert_verifications(&mut tx, writes).await?;
 
+        let mut settle_deltas: BTreeMap<String, i64> = BTreeMap::new();
         let settled: Vec<(&ResultWrite, &super::ledger::Settlement)> = writes
             .iter()
             .filter_map(|w| w.settlement.as_ref().map(|s| (w, s)))
@@ -291,8 +347,8 @@ impl LedgerStore for PgStore {
                 }
                 *deltas.entry(s.tenant_id.as_str()).or_default() += delta;
             }
-            apply_deltas(&mut tx, &deltas).await?;
             insert_ledger(&mut tx, &rows, now).await?;
+            settle_deltas = deltas.into_iter().map(|(t, d)| (t.to_owned(), d)).collect();
         }
 
         let answers: Vec<_> = writes
@@ -328,6 +384,12 @@ impl LedgerStore for PgStore {
                     .await?;
             }
         }
+        // Balance rows last: their locks are held only until the commit.
+        let deltas: BTreeMap<&str, i64> = settle_deltas
+            .iter()
+            .map(|(t, d)| (t.as_str(), *d))
+            .collect();
+        apply_deltas(&mut tx, &deltas).await?;
         tx.commit().await?;
         Ok(())
     }
