@@ -18,6 +18,7 @@ use crate::problem::Problem;
         api::verifications::list,
         api::health::healthz,
         api::health::readyz,
+        api::metrics::scrape,
         api::admin::config,
     ),
     components(schemas(Problem)),
@@ -25,7 +26,7 @@ use crate::problem::Problem;
     tags(
         (name = "liveness", description = "Liveness checks"),
         (name = "verifications", description = "Stored verifications of the caller's tenant"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "operations", description = "Health, readiness and metrics"),
         (name = "admin", description = "Operator endpoints (admin keys)"),
     )
 )]

@@ -6,6 +6,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::api::views::Verification;
@@ -16,6 +17,7 @@ use crate::policy::{self, Decision};
 use crate::problem::{ApiError, current_request_id};
 use crate::routing::{self, AttemptLog, RouteInput, ShadowCall};
 use crate::store::{AttemptRecord, VerificationRecord};
+use crate::telemetry;
 
 /// What is known about a verification so far; becomes its row whatever happens.
 struct Draft {
@@ -58,10 +60,12 @@ fn store_shadows(
         return;
     }
     let store = state.store.clone();
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let mut next = first_no;
         for call in shadows {
             let Ok(logs) = call.await else { continue };
+            metrics.attempts(&logs);
             let records: Vec<AttemptRecord> = logs
                 .iter()
                 .map(|a| {
@@ -110,7 +114,7 @@ pub async fn verify(
             error_detail: None,
             latency_ms: 0,
             config_hash: Some(caller.runtime.config.hash.clone()),
-            trace_id: None,
+            trace_id: telemetry::trace_id(headers),
             created_at: Utc::now(),
         },
         attempts: Vec::new(),
@@ -134,11 +138,17 @@ pub async fn verify(
         .map(|(i, a)| attempt_record(rec.id, i + 1, a))
         .collect();
     // The answer goes out only once its row is committed: nothing is lost.
+    let write_started = Instant::now();
     state
         .store
         .insert_verification(rec, &attempts)
+        .instrument(telemetry::store_span(1))
         .await
         .map_err(ApiError::internal)?;
+    state
+        .metrics
+        .observe_store_batch(1, write_started.elapsed().as_secs_f64());
+    state.metrics.verification(rec, &draft.attempts);
     store_shadows(
         state,
         rec.id,
@@ -165,7 +175,10 @@ async fn run(
     draft: &mut Draft,
 ) -> Result<(), ApiError> {
     let limits = caller.runtime.config.limits.clone();
-    let sub: Submission = intake::read_submission(headers, body, &limits).await?;
+    let intake_span = telemetry::intake_span();
+    let sub: Submission = intake::read_submission(headers, body, &limits)
+        .instrument(intake_span.clone())
+        .await?;
     let rec = &mut draft.record;
     rec.external_id = sub.external_id.clone();
     rec.metadata = sub.metadata.clone();
@@ -205,10 +218,13 @@ async fn run(
     rec.image_sha256 = Some(facts.sha256);
     rec.image_format = facts.format.map(|f| f.extension().to_owned());
     let image = tokio::task::spawn_blocking(move || intake::decode(bytes, &limits))
+        .instrument(intake_span.clone())
         .await
         .map_err(ApiError::internal)??;
     rec.image_width = i32::try_from(image.width).ok();
     rec.image_height = i32::try_from(image.height).ok();
+    telemetry::record_intake(&intake_span, rec);
+    drop(intake_span);
 
     let traceparent = headers
         .get("traceparent")
@@ -245,7 +261,9 @@ async fn run(
             return Err(ApiError::from_provider(&f.provider, &f.error));
         }
     };
-    let judgement = policy::decide(tenant, threshold, &routed.answer);
+    let policy_span = telemetry::policy_span();
+    let judgement = policy_span.in_scope(|| policy::decide(tenant, threshold, &routed.answer));
+    policy_span.record("decision", judgement.decision.as_str());
     let a = &routed.answer;
     rec.provider = Some(routed.provider.clone());
     rec.provider_request_id = a.provider_request_id.clone();

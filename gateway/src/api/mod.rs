@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod health;
 pub mod liveness;
+pub mod metrics;
 pub mod verifications;
 pub mod views;
