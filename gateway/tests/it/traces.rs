@@ -260,8 +260,13 @@ tenants:
                 "{} is a child of the server span",
                 s.name
             );
-            assert!(s.start_time_unix_nano >= server.start_time_unix_nano);
-            assert!(s.end_time_unix_nano <= server.end_time_unix_nano);
+            // Only the start: a span's end is its last exit, which tracing-opentelemetry may
+            // record for the last child a little after the server span's.
+            assert!(
+                s.start_time_unix_nano >= server.start_time_unix_nano,
+                "{} starts within the server span",
+                s.name
+            );
         }
     }
     let auth = span("auth")[0];
