@@ -12,7 +12,8 @@
 //! - `livegate_redis_fallback`: 1 while rate limits run on the local fallback instead of Redis.
 //! - `livegate_credit_balance{tenant}`: the tenant's credit balance.
 //! - `livegate_store_batch_size`, `livegate_store_write_seconds`: rows per store write and its
-//!   latency.
+//!   latency. Until writes are batched, `verify.rs` observes each one-row write; a batching
+//!   writer takes that call over (one `observe_store_batch` per batch, none in `verify.rs`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;

@@ -6,6 +6,7 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; tracing is off when neither is set),
 //! `OTEL_SERVICE_NAME` (default `livegate`), `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`, `OTEL_SDK_DISABLED`.
+//! The protocol is always `http/protobuf` (no gRPC stack in the binary).
 //!
 //! One span tree per request; every span is a child of the HTTP server span. Span names (the
 //! tracing name; the server span's OpenTelemetry name is `{method} {route}`):
@@ -238,8 +239,7 @@ pub fn server_span(req: &Request, request_id: &str) -> Span {
     let user_agent = req
         .headers()
         .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .and_then(|v| v.to_str().ok());
     let span = tracing::info_span!(
         "request",
         otel.name = %name,
@@ -248,7 +248,7 @@ pub fn server_span(req: &Request, request_id: &str) -> Span {
         request_id = %request_id,
         tenant = Empty,
         "http.request.method" = %method,
-        "http.route" = route.unwrap_or(""),
+        "http.route" = route,
         "url.path" = %req.uri().path(),
         "url.scheme" = "http",
         "network.protocol.version" = version,
