@@ -18,6 +18,7 @@ use crate::problem::Problem;
         api::verifications::list,
         api::health::healthz,
         api::health::readyz,
+        api::metrics::scrape,
         api::admin::config,
         api::admin::credits,
         api::tenant::me,
@@ -28,7 +29,7 @@ use crate::problem::Problem;
         (name = "liveness", description = "Liveness checks"),
         (name = "verifications", description = "Stored verifications of the caller's tenant"),
         (name = "tenant", description = "The caller's tenant: credits, rate limit, usage"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "operations", description = "Health, readiness and metrics"),
         (name = "admin", description = "Operator endpoints (admin keys)"),
     )
 )]

@@ -40,6 +40,10 @@ pub struct Problem {
     pub balance: Option<i64>,
 }
 
+/// The `code` of a problem answer, left on the response for the errors metric.
+#[derive(Debug, Clone)]
+pub struct ProblemCode(pub String);
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {detail}")]
 pub struct ApiError {
@@ -128,6 +132,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = (self.status, body).into_response();
+        resp.extensions_mut().insert(ProblemCode(self.code.clone()));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

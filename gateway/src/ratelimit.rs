@@ -22,8 +22,9 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::Mutex;
 
 use crate::app::{AppState, presented_key};
-use crate::config::{KeyHash, RateSpec};
+use crate::config::{KeyHash, RateSpec, Tenant};
 use crate::problem::ApiError;
+use tracing::Instrument;
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -389,6 +390,25 @@ fn headers(resp: &mut Response, verdicts: &[Verdict]) {
     }
 }
 
+async fn check_all(state: &AppState, tenant: &Tenant, hash: &KeyHash) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    // The key's own limit first: a key over it does not spend its tenant's budget.
+    if let Some(spec) = tenant.key_rate_limits.get(hash) {
+        let id = format!("key:{}", &hash.to_string()[7..23]);
+        verdicts.push(state.limits.check("key", &id, *spec).await);
+    }
+    if verdicts.iter().all(|v| v.allowed)
+        && let Some(spec) = tenant.rate_limit
+    {
+        let id = format!("tenant:{}", tenant.id);
+        verdicts.push(state.limits.check("tenant", &id, spec).await);
+    }
+    state
+        .metrics
+        .set_redis_fallback(matches!(state.limits.mode(), Mode::Fallback { .. }));
+    verdicts
+}
+
 /// Middleware for the tenant API: check the caller's key and tenant limits before the handler,
 /// refuse with 429 when over, and put the `RateLimit` headers on every answer.
 pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -403,18 +423,20 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
         return next.run(req).await;
     };
     let hash = KeyHash::of_key(&key);
-    let mut verdicts = Vec::new();
-    // The key's own limit first: a key over it does not spend its tenant's budget.
-    if let Some(spec) = tenant.key_rate_limits.get(&hash) {
-        let id = format!("key:{}", &hash.to_string()[7..23]);
-        verdicts.push(state.limits.check("key", &id, *spec).await);
-    }
-    if verdicts.iter().all(|v| v.allowed)
-        && let Some(spec) = tenant.rate_limit
-    {
-        let id = format!("tenant:{}", tenant.id);
-        verdicts.push(state.limits.check("tenant", &id, spec).await);
-    }
+    let span = crate::telemetry::rate_limit_span(&tenant.id);
+    let verdicts = check_all(&state, tenant, &hash)
+        .instrument(span.clone())
+        .await;
+    span.record("mode", state.limits.mode().describe());
+    span.record(
+        "outcome",
+        if verdicts.iter().all(|v| v.allowed) {
+            "ok"
+        } else {
+            "limited"
+        },
+    );
+    drop(span);
     if let Some(refused) = verdicts.iter().find(|v| !v.allowed) {
         state.on_rate_limited(&tenant.id);
         let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;

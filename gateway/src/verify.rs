@@ -6,6 +6,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::api::views::{CreditsUsed, Verification};
@@ -19,6 +20,7 @@ use crate::problem::{ApiError, current_request_id};
 use crate::routing::{self, AttemptLog, RouteInput, ShadowCall};
 use crate::store::ledger::{IdempotentAnswer, ResultWrite};
 use crate::store::{AttemptRecord, VerificationRecord};
+use crate::telemetry;
 
 /// What is known about a verification so far; becomes its row whatever happens.
 struct Draft {
@@ -72,10 +74,12 @@ fn store_shadows(
         return;
     }
     let store = state.store.clone();
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let mut next = first_no;
         for call in shadows {
             let Ok(logs) = call.await else { continue };
+            metrics.attempts(&logs);
             let records: Vec<AttemptRecord> = logs
                 .iter()
                 .map(|a| {
@@ -124,7 +128,7 @@ pub async fn verify(
             error_detail: None,
             latency_ms: 0,
             config_hash: Some(caller.runtime.config.hash.clone()),
-            trace_id: None,
+            trace_id: telemetry::trace_id(headers),
             created_at: Utc::now(),
         },
         attempts: Vec::new(),
@@ -198,8 +202,15 @@ pub async fn verify(
             idempotency,
             idempotency_forget,
         })
+        .instrument(telemetry::store_span(1 + attempts.len()))
         .await
         .map_err(ApiError::internal)?;
+    state.metrics.verification(rec, &draft.attempts);
+    if let Some(r) = &draft.reservation {
+        state
+            .metrics
+            .set_credit_balance(&tenant.id, r.remaining(charged));
+    }
     store_shadows(
         state,
         rec.id,
@@ -241,7 +252,10 @@ async fn run(
 ) -> Result<(), ApiError> {
     let limits = caller.runtime.config.limits.clone();
     let idempotency_key = idempotency::key(headers)?;
-    let sub: Submission = intake::read_submission(headers, body, &limits).await?;
+    let intake_span = telemetry::intake_span();
+    let sub: Submission = intake::read_submission(headers, body, &limits)
+        .instrument(intake_span.clone())
+        .await?;
     let rec = &mut draft.record;
     rec.external_id = sub.external_id.clone();
     rec.metadata = sub.metadata.clone();
@@ -308,20 +322,36 @@ async fn run(
     let rec = &mut draft.record;
     let decode_limits = limits.clone();
     let image = tokio::task::spawn_blocking(move || intake::decode(bytes, &decode_limits))
+        .instrument(intake_span.clone())
         .await
         .map_err(ApiError::internal)??;
     rec.image_width = i32::try_from(image.width).ok();
     rec.image_height = i32::try_from(image.height).ok();
+    telemetry::record_intake(&intake_span, rec);
+    drop(intake_span);
 
     let cost = credits::max_cost(tenant, &deciding_providers(tenant, sub.provider.as_deref()));
-    draft.reservation = credits::reserve(
+    let credits_span = telemetry::credits_span(&tenant.id, cost);
+    let reserved = credits::reserve(
         &state.store,
         &state.writers,
         tenant,
         cost,
         limits.reservation_ttl,
     )
-    .await?;
+    .instrument(credits_span.clone())
+    .await;
+    credits_span.record(
+        "outcome",
+        match &reserved {
+            Ok(Some(_)) => "reserved",
+            Ok(None) => "unmetered",
+            Err(e) if e.code == "insufficient_credits" => "insufficient",
+            Err(_) => "error",
+        },
+    );
+    drop(credits_span);
+    draft.reservation = reserved?;
     let rec = &mut draft.record;
 
     let traceparent = headers
@@ -359,7 +389,9 @@ async fn run(
             return Err(ApiError::from_provider(&f.provider, &f.error));
         }
     };
-    let judgement = policy::decide(tenant, threshold, &routed.answer);
+    let policy_span = telemetry::policy_span();
+    let judgement = policy_span.in_scope(|| policy::decide(tenant, threshold, &routed.answer));
+    policy_span.record("decision", judgement.decision.as_str());
     let a = &routed.answer;
     rec.provider = Some(routed.provider.clone());
     rec.provider_request_id = a.provider_request_id.clone();

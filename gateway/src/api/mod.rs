@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod health;
 pub mod liveness;
+pub mod metrics;
 pub mod tenant;
 pub mod verifications;
 pub mod views;

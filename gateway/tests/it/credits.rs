@@ -121,6 +121,19 @@ async fn concurrent_requests_never_overspend(h: Harness) {
         }
     }
     assert_eq!(by_status.get(&200), Some(&137), "{by_status:?}");
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("livegate_credit_balance{tenant=\"metered\"} 0\n"),
+        "{metrics}"
+    );
     assert_eq!(by_status.get(&402), Some(&363), "{by_status:?}");
     assert_ledger(&h.store, "metered", INITIAL - 137 * 2).await;
     let ledger = h.store.ledger("metered").await.expect("ledger");
@@ -424,6 +437,20 @@ async fn rate_limits_in_process(h: Harness) {
     );
     // The key's refusal did not spend the tenant's budget.
     assert_eq!(h.get(LIMITED_KEY, "/v1/tenant").await.status, 200);
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("livegate_rate_limited_total{tenant=\"limited\"} 4\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("livegate_redis_fallback 0\n"), "{metrics}");
 }
 
 async fn expired_reservations_are_released(h: Harness) {

@@ -337,6 +337,16 @@ async fn three_instances_share_one_rate_limit_and_survive_losing_redis() {
             .to_owned();
         assert!(mode.starts_with("fallback"), "{r}");
         assert!(mode.contains("1/3"), "{r}");
+        let metrics = c
+            .client
+            .get(format!("{}/metrics", c.base(i)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(metrics.contains("livegate_redis_fallback 1\n"), "{metrics}");
     }
     c.redis.child.0.kill().ok();
 }
