@@ -87,7 +87,8 @@ pub async fn config(State(state): State<AppState>, _admin: Admin) -> Json<Config
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[schema(example = json!({"amount": 500, "reason": "invoice 2026-118 paid"}))]
 pub struct CreditChange {
-    /// Credits to add (a top-up) or, when negative, to take away (an adjustment). Not 0.
+    /// Credits to add (a top-up) or, when negative, to take away (an adjustment). Not 0; at
+    /// most 10^12 either way.
     pub amount: i64,
     /// Why, kept on the ledger row (1-500 characters).
     pub reason: String,
@@ -132,6 +133,9 @@ pub async fn credits(
     }))
 }
 
+/// Far beyond any real top-up, and far from overflowing a balance.
+const MAX_CHANGE: u64 = 1_000_000_000_000;
+
 /// Shared by the admin endpoint and `livegate credits add`.
 pub async fn change_credits(
     store: &crate::store::DynStore,
@@ -151,10 +155,10 @@ pub async fn change_credits(
             format!("tenant {tenant_id:?} has no `credits` in its config"),
         )
     })?;
-    if change.amount == 0 {
+    if change.amount == 0 || change.amount.unsigned_abs() > MAX_CHANGE {
         return Err(ApiError::bad_request(
             "invalid_amount",
-            "amount must not be 0",
+            format!("amount must not be 0, and at most {MAX_CHANGE} either way"),
         ));
     }
     let reason = change.reason.trim();
