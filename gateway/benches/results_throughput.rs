@@ -7,7 +7,7 @@
 //! `cargo bench -p livegate --bench results_throughput` (Postgres from
 //! `LIVEGATE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`; a fresh
 //! schema per run). `LIVEGATE_BENCH_SECONDS` (default 5) and `LIVEGATE_BENCH_CONCURRENCY`
-//! (default 256) change the run.
+//! (default 512) change the run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,7 +182,7 @@ fn main() {
     let concurrency: usize = std::env::var("LIVEGATE_BENCH_CONCURRENCY")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(512);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
