@@ -12,41 +12,82 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::config::Tenant;
+use crate::credits::Writers;
+use crate::metrics::Metrics;
 use crate::problem::{ApiError, REQUEST_ID};
+use crate::ratelimit::{self, RateLimits};
 use crate::runtime::Runtime;
 use crate::store::DynStore;
-use crate::{api, openapi};
+use crate::{api, openapi, server_timing, telemetry};
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub store: DynStore,
+    /// Group-committed writes (credit reservations, results).
+    pub writers: Arc<Writers>,
+    pub limits: Arc<RateLimits>,
+    pub metrics: Arc<Metrics>,
     pub identity: Arc<crate::identity::Identity>,
 }
 
 impl AppState {
+    /// In-process rate limits. Must be called inside a Tokio runtime (it starts the writers).
     pub fn new(runtime: Runtime, store: DynStore) -> Self {
+        Self::with_limits(runtime, store, RateLimits::local())
+    }
+
+    pub fn with_limits(runtime: Runtime, store: DynStore, limits: Arc<RateLimits>) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let m = metrics.clone();
+        let observer: crate::group_commit::BatchObserver = Arc::new(move |name, size, took| {
+            if name == "results" {
+                m.observe_store_batch(size, took.as_secs_f64());
+            }
+        });
+        let writers = Writers::spawn(&store, Some(observer));
         Self {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             store,
+            writers,
+            limits,
+            metrics,
             identity: Default::default(),
         }
+    }
+
+    pub fn on_rate_limited(&self, tenant: &str) {
+        tracing::info!(tenant, "rate limited");
+        self.metrics.rate_limited(tenant);
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let tenant_api = Router::new()
         .route("/v1/liveness", post(api::liveness::create))
         .route("/v1/verifications", get(api::verifications::list))
         .route("/v1/verifications/{id}", get(api::verifications::get_one))
+        .route("/v1/tenant", get(api::tenant::me))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::enforce,
+        ));
+    Router::new()
+        .merge(tenant_api)
+        .route("/admin/v1/tenants/{id}/credits", post(api::admin::credits))
         .route("/admin/v1/config", get(api::admin::config))
         .merge(api::blocklist::routes())
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/openapi.yaml", get(openapi::serve_yaml))
+        .route("/metrics", get(api::metrics::scrape))
         .fallback(api::health::not_found)
         .method_not_allowed_fallback(api::health::method_not_allowed)
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            server_timing::layer,
+        ))
         .with_state(state)
 }
 
@@ -62,13 +103,14 @@ async fn request_id(req: Request, next: Next) -> Response {
         .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let span = telemetry::server_span(&req, &id);
     let mut resp = REQUEST_ID
         .scope(
             id.clone(),
-            tracing::Instrument::instrument(next.run(req), span),
+            tracing::Instrument::instrument(next.run(req), span.clone()),
         )
         .await;
+    telemetry::record_response(&span, resp.status());
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
@@ -123,13 +165,12 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
+        let auth = telemetry::auth_span();
         let runtime = state.runtime.load_full();
-        let tenant_id = runtime
-            .tenant_for_key(&key)
-            .ok_or_else(ApiError::unauthorized)?
-            .id
-            .clone();
+        let tenant_id =
+            presented_key(parts).and_then(|key| runtime.tenant_for_key(&key).map(|t| t.id.clone()));
+        telemetry::record_auth(&auth, tenant_id.as_deref());
+        let tenant_id = tenant_id.ok_or_else(ApiError::unauthorized)?;
         Ok(Caller { runtime, tenant_id })
     }
 }

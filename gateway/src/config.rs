@@ -64,6 +64,11 @@ pub struct Config {
 pub struct Limits {
     pub max_image_bytes: usize,
     pub max_pixels: u64,
+    /// How long a credit reservation lives without being settled: past it, the reservation
+    /// belonged to a crashed instance and any instance releases it.
+    pub reservation_ttl: Duration,
+    /// How long a request waits for another one holding the same `Idempotency-Key` before 409.
+    pub idempotency_wait: Duration,
 }
 
 impl Default for Limits {
@@ -71,6 +76,8 @@ impl Default for Limits {
         Self {
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             max_pixels: DEFAULT_MAX_PIXELS,
+            reservation_ttl: Duration::from_secs(120),
+            idempotency_wait: Duration::from_secs(35),
         }
     }
 }
@@ -199,8 +206,43 @@ pub struct Tenant {
     pub min_face_quality: Option<f64>,
     /// Outside `[min, max]` face luminance (0-1) livegate adds `LOW_`/`HIGH_FACE_LUMINANCE`.
     pub luminance: Option<(f64, f64)>,
+    /// Metered tenants have a balance; `None` means unmetered.
+    pub credits: Option<Credits>,
+    pub rate_limit: Option<RateSpec>,
+    /// Limits of single keys, on top of the tenant's.
+    pub key_rate_limits: HashMap<KeyHash, RateSpec>,
     /// `duplicates` and `blocklist` (face matching, `identity.rs`).
     pub face_checks: crate::identity::FaceChecks,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credits {
+    /// Balance the account opens with, applied once (later changes to it are ignored: top up
+    /// with the admin API or `livegate credits add`).
+    pub initial: i64,
+    /// Cost per provider; a provider missing here costs `DEFAULT_COST`.
+    pub cost: BTreeMap<String, i64>,
+}
+
+pub const DEFAULT_COST: i64 = 1;
+
+impl Credits {
+    pub fn cost_of(&self, provider: &str) -> i64 {
+        self.cost.get(provider).copied().unwrap_or(DEFAULT_COST)
+    }
+}
+
+/// GCRA: `per_second` sustained, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    pub per_second: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +323,7 @@ struct RawBreaker {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTenant {
-    keys: Vec<String>,
+    keys: Vec<RawKey>,
     #[serde(default = "default_threshold")]
     threshold: f64,
     review_band: Option<f64>,
@@ -292,8 +334,44 @@ struct RawTenant {
     allow_provider_override: bool,
     min_face_quality: Option<f64>,
     luminance: Option<[f64; 2]>,
+    credits: Option<RawCredits>,
+    rate_limit: Option<RateSpec>,
     duplicates: Option<crate::identity::RawFaceCheck>,
     blocklist: Option<crate::identity::RawFaceCheck>,
+}
+
+/// A key hash, alone or with a limit of its own.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKey {
+    Hash(String),
+    WithLimit {
+        hash: String,
+        rate_limit: Option<RateSpec>,
+    },
+}
+
+impl RawKey {
+    fn hash(&self) -> &str {
+        match self {
+            RawKey::Hash(h) | RawKey::WithLimit { hash: h, .. } => h,
+        }
+    }
+
+    fn rate_limit(&self) -> Option<RateSpec> {
+        match self {
+            RawKey::Hash(_) => None,
+            RawKey::WithLimit { rate_limit, .. } => *rate_limit,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredits {
+    initial: i64,
+    #[serde(default)]
+    cost: BTreeMap<String, i64>,
 }
 
 fn default_threshold() -> f64 {
@@ -324,6 +402,8 @@ struct RawAdmin {
 struct RawLimits {
     max_image_bytes: Option<usize>,
     max_pixels: Option<u64>,
+    reservation_ttl_ms: Option<u64>,
+    idempotency_wait_ms: Option<u64>,
 }
 
 /// Warning codes that decline by default, as the Didit document auto-declines them.
@@ -412,6 +492,18 @@ impl Config {
             }
             if let Some(p) = raw.max_pixels {
                 limits.max_pixels = p;
+            }
+            if let Some(ms) = raw.reservation_ttl_ms {
+                if ms < 1_000 {
+                    problems.push(problem(
+                        "limits.reservation_ttl_ms",
+                        "must be at least 1000 (and longer than any request's deadline)",
+                    ));
+                }
+                limits.reservation_ttl = Duration::from_millis(ms);
+            }
+            if let Some(ms) = raw.idempotency_wait_ms {
+                limits.idempotency_wait = Duration::from_millis(ms);
             }
         }
 
@@ -749,9 +841,16 @@ fn tenant(
             "at least one key hash is required",
         ));
     }
+    let mut key_rate_limits = HashMap::new();
     for (i, k) in raw.keys.iter().enumerate() {
-        match KeyHash::parse(k) {
+        if let Some(spec) = k.rate_limit() {
+            check_rate(&spec, &format!("{path}.keys[{i}].rate_limit"), problems);
+        }
+        match KeyHash::parse(k.hash()) {
             Ok(h) => {
+                if let Some(spec) = k.rate_limit() {
+                    key_rate_limits.insert(h.clone(), spec);
+                }
                 if let Some(other) = seen_keys.insert(h.clone(), id.to_owned()) {
                     problems.push(problem(
                         format!("{path}.keys[{i}]"),
@@ -884,6 +983,35 @@ fn tenant(
         }
         warning_actions.insert(code, action);
     }
+    if let Some(spec) = &raw.rate_limit {
+        check_rate(spec, &format!("{path}.rate_limit"), problems);
+    }
+    let credits = raw.credits.map(|c| {
+        if c.initial < 0 {
+            problems.push(problem(
+                format!("{path}.credits.initial"),
+                "must be 0 or more",
+            ));
+        }
+        for (name, cost) in &c.cost {
+            if !providers.contains(name) {
+                problems.push(problem(
+                    format!("{path}.credits.cost.{name}"),
+                    format!("unknown provider {name:?}"),
+                ));
+            }
+            if *cost < 0 {
+                problems.push(problem(
+                    format!("{path}.credits.cost.{name}"),
+                    "must be 0 or more",
+                ));
+            }
+        }
+        Credits {
+            initial: c.initial,
+            cost: c.cost,
+        }
+    });
     let (face_checks, face_problems) =
         crate::identity::FaceChecks::from_raw(raw.duplicates, raw.blocklist);
     for (key, message) in face_problems {
@@ -905,8 +1033,23 @@ fn tenant(
         allow_provider_override: raw.allow_provider_override,
         min_face_quality: raw.min_face_quality,
         luminance: raw.luminance.map(|[lo, hi]| (lo, hi)),
+        credits,
+        rate_limit: raw.rate_limit,
+        key_rate_limits,
         face_checks,
     })
+}
+
+fn check_rate(spec: &RateSpec, path: &str, problems: &mut Vec<Problem>) {
+    if !(spec.per_second.is_finite() && spec.per_second > 0.0 && spec.per_second <= 1_000_000.0) {
+        problems.push(problem(
+            format!("{path}.per_second"),
+            "must be above 0 (and at most 1000000)",
+        ));
+    }
+    if spec.burst == 0 {
+        problems.push(problem(format!("{path}.burst"), "must be at least 1"));
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,18 @@ enum Command {
         /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
         #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
         database_url: String,
+        /// Redis shared by every instance for cluster-wide rate limits (`redis://host:6379`).
+        /// Without it each instance limits in process.
+        #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
+        /// How long one Redis call may take before this instance limits in process instead.
+        #[arg(long, env = "LIVEGATE_REDIS_TIMEOUT_MS", default_value_t = 100)]
+        redis_timeout_ms: u64,
+    },
+    /// Tenant credits.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
     },
     /// Validate a config file: exit 0 when valid, 2 with every problem listed.
     CheckConfig { file: PathBuf },
@@ -127,28 +139,27 @@ enum ModelsCommand {
 }
 
 #[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add AMOUNT credits to TENANT (negative to take some away); prints the new balance.
+    Add {
+        tenant: String,
+        #[arg(allow_negative_numbers = true)]
+        amount: i64,
+        /// Why, kept on the ledger row.
+        #[arg(long, default_value = "livegate credits add")]
+        reason: String,
+        /// The YAML config naming the tenant and its `credits`.
+        #[arg(long, env = "LIVEGATE_CONFIG")]
+        config: PathBuf,
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Print a fresh API key and the `sha256:` hash to paste into YAML.
     New,
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LIVEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let text = std::env::var("LIVEGATE_LOG_FORMAT").is_ok_and(|v| v == "text");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if text {
-        builder.init();
-    } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    }
 }
 
 fn main() -> ExitCode {
@@ -168,7 +179,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         other => {
-            init_logging();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -179,7 +189,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(other)) {
+            let telemetry = livegate::telemetry::init(rt.handle().clone());
+            let result = rt.block_on(run(other));
+            // Flush traces while the runtime that carries the exporter's requests still runs.
+            drop(telemetry);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -222,7 +236,41 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             config,
             listen,
             database_url,
-        } => serve(config, listen, &database_url).await,
+            redis_url,
+            redis_timeout_ms,
+        } => {
+            serve(
+                config,
+                listen,
+                &database_url,
+                redis_url.as_deref(),
+                std::time::Duration::from_millis(redis_timeout_ms.max(1)),
+            )
+            .await
+        }
+        Command::Credits {
+            command:
+                CreditsCommand::Add {
+                    tenant,
+                    amount,
+                    reason,
+                    config,
+                    database_url,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            let s = store::connect(&database_url)
+                .await
+                .context("opening the database")?;
+            s.migrate().await.context("migrating the database")?;
+            let change = livegate::api::admin::CreditChange { amount, reason };
+            let (kind, balance) =
+                livegate::api::admin::change_credits(&s, &config, &tenant, &change)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            println!("{tenant}: {kind} {amount:+}, balance {balance}");
+            Ok(())
+        }
         Command::Migrate { database_url } => {
             let s = store::connect(&database_url)
                 .await
@@ -286,6 +334,8 @@ async fn serve(
     config: Option<PathBuf>,
     listen: SocketAddr,
     database_url: &str,
+    redis_url: Option<&str>,
+    redis_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let store = store::connect(database_url)
         .await
@@ -315,8 +365,21 @@ async fn serve(
             livegate::demo::demo_config(&hash)?
         }
     };
+    livegate::credits::open_accounts(&store, &config)
+        .await
+        .context("opening credit accounts")?;
     let runtime = Runtime::build(config, Some(&livegate::embedded::factory))?;
-    let state = AppState::new(runtime, store);
+    let limits = match redis_url {
+        Some(url) => {
+            let l = livegate::ratelimit::RateLimits::redis(url, redis_timeout)
+                .context("REDIS_URL is not a valid Redis URL")?;
+            tracing::info!(redis = %store::redact_url(url), "rate limits shared through redis");
+            l
+        }
+        None => livegate::ratelimit::RateLimits::local(),
+    };
+    livegate::credits::spawn_sweeper(store.clone(), std::time::Duration::from_secs(1));
+    let state = AppState::with_limits(runtime, store, limits);
     if let Some(path) = config_path {
         let factory: &'static livegate::runtime::EmbeddedFactory = &livegate::embedded::factory;
         livegate::reload::spawn_watcher(

@@ -18,7 +18,10 @@ use crate::problem::Problem;
         api::verifications::list,
         api::health::healthz,
         api::health::readyz,
+        api::metrics::scrape,
         api::admin::config,
+        api::admin::credits,
+        api::tenant::me,
         api::blocklist::add,
         api::blocklist::list,
         api::blocklist::remove,
@@ -28,7 +31,8 @@ use crate::problem::Problem;
     tags(
         (name = "liveness", description = "Liveness checks"),
         (name = "verifications", description = "Stored verifications of the caller's tenant"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "tenant", description = "The caller's tenant: credits, rate limit, usage"),
+        (name = "operations", description = "Health, readiness and metrics"),
         (name = "admin", description = "Operator endpoints (admin keys)"),
     )
 )]

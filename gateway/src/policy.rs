@@ -152,6 +152,9 @@ mod tests {
             allow_provider_override: false,
             min_face_quality: None,
             luminance: None,
+            credits: None,
+            rate_limit: None,
+            key_rate_limits: HashMap::new(),
             face_checks: Default::default(),
         }
     }

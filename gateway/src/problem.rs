@@ -35,7 +35,14 @@ pub struct Problem {
     /// Provider that caused the failure, for upstream errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The tenant's credit balance, on `insufficient_credits` (402).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<i64>,
 }
+
+/// The `code` of a problem answer, left on the response for the errors metric.
+#[derive(Debug, Clone)]
+pub struct ProblemCode(pub String);
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {detail}")]
@@ -45,6 +52,7 @@ pub struct ApiError {
     pub detail: String,
     pub provider: Option<String>,
     pub retry_after: Option<u64>,
+    pub balance: Option<i64>,
 }
 
 impl ApiError {
@@ -55,6 +63,7 @@ impl ApiError {
             detail: detail.into(),
             provider: None,
             retry_after: None,
+            balance: None,
         }
     }
 
@@ -98,6 +107,7 @@ impl ApiError {
             detail: format!("provider {provider}: {}", e.message),
             provider: Some(provider.to_owned()),
             retry_after: e.retry_after.map(|d| d.as_secs().max(1)),
+            balance: None,
         }
     }
 
@@ -113,6 +123,7 @@ impl ApiError {
             code: self.code.clone(),
             request_id: current_request_id(),
             provider: self.provider.clone(),
+            balance: self.balance,
         }
     }
 }
@@ -121,6 +132,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = (self.status, body).into_response();
+        resp.extensions_mut().insert(ProblemCode(self.code.clone()));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

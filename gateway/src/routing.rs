@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use livegate_providers::{
     CheckRequest, ErrorKind, ImageInput, ProviderAnswer, ProviderError, adapt_image,
@@ -16,6 +17,7 @@ use livegate_providers::{
 use crate::config::{Routing, Strategy, Tenant};
 use crate::resilience::Guarded;
 use crate::runtime::Runtime;
+use crate::{server_timing, telemetry};
 
 /// One provider call as it will be stored.
 #[derive(Debug, Clone)]
@@ -138,22 +140,25 @@ pub async fn route(
             let traceparent = input.traceparent.clone();
             // Its own deadline: a slow shadow never holds the answer or the primary's budget.
             let shadow_deadline = Instant::now() + shadow_budget(&g);
-            tokio::spawn(async move {
-                let mut log = Vec::new();
-                let _ = attempt(
-                    &g,
-                    &image,
-                    req_threshold,
-                    &request_id,
-                    traceparent,
-                    shadow_deadline,
-                    0,
-                    true,
-                    &mut log,
-                )
-                .await;
-                log
-            })
+            tokio::spawn(
+                async move {
+                    let mut log = Vec::new();
+                    let _ = attempt(
+                        &g,
+                        &image,
+                        req_threshold,
+                        &request_id,
+                        traceparent,
+                        shadow_deadline,
+                        0,
+                        true,
+                        &mut log,
+                    )
+                    .await;
+                    log
+                }
+                .in_current_span(),
+            )
         })
         .collect();
 
@@ -211,6 +216,7 @@ pub async fn route(
                         continue 'providers;
                     }
                     tokio::time::sleep(wait).await;
+                    server_timing::add_provider_time(wait);
                 }
             }
         }
@@ -276,30 +282,39 @@ async fn attempt(
 ) -> Result<ProviderAnswer, ProviderError> {
     let started = Instant::now();
     let at = Utc::now();
-    let result = match adapted(g, image).await {
-        Ok(sent) => {
-            let (sent_w, sent_h) = (sent.width, sent.height);
-            let req = CheckRequest {
-                image: sent,
-                threshold,
-                request_id: request_id.to_owned(),
-                traceparent,
-            };
-            g.call(&req, deadline).await.map(|mut answer| {
-                // The provider saw a downscaled copy: report the box in the caller's pixels.
-                if (sent_w, sent_h) != (image.width, image.height)
-                    && let Some(face) = answer.face.as_mut()
-                {
-                    let sx = f64::from(image.width) / f64::from(sent_w.max(1));
-                    let sy = f64::from(image.height) / f64::from(sent_h.max(1));
-                    let [x1, y1, x2, y2] = face.bbox;
-                    face.bbox = [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
-                }
-                answer
-            })
+    let span = telemetry::attempt_span(g.provider.name(), g.provider.kind(), retry, shadow);
+    let traceparent = telemetry::outbound_traceparent(&span, traceparent);
+    let result = async {
+        match adapted(g, image).await {
+            Ok(sent) => {
+                let (sent_w, sent_h) = (sent.width, sent.height);
+                let req = CheckRequest {
+                    image: sent,
+                    threshold,
+                    request_id: request_id.to_owned(),
+                    traceparent,
+                };
+                let call_started = Instant::now();
+                let called = g.call(&req, deadline).await;
+                server_timing::add_provider_time(call_started.elapsed());
+                called.map(|mut answer| {
+                    // The provider saw a downscaled copy: report the box in the caller's pixels.
+                    if (sent_w, sent_h) != (image.width, image.height)
+                        && let Some(face) = answer.face.as_mut()
+                    {
+                        let sx = f64::from(image.width) / f64::from(sent_w.max(1));
+                        let sy = f64::from(image.height) / f64::from(sent_h.max(1));
+                        let [x1, y1, x2, y2] = face.bbox;
+                        face.bbox = [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
+                    }
+                    answer
+                })
+            }
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
-    };
+    }
+    .instrument(span.clone())
+    .await;
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let provider = g.provider.name().to_owned();
     let provider_kind = g.provider.kind().to_owned();
@@ -332,6 +347,7 @@ async fn attempt(
             }
         }
     };
+    telemetry::record_attempt(&span, entry.upstream_status, entry.error_code.as_deref());
     log.push(entry);
     result
 }

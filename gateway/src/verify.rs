@@ -6,22 +6,38 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
+use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::api::views::Verification;
+use crate::api::views::{CreditsUsed, Verification};
 use crate::app::{AppState, Caller};
-use crate::config::Tenant;
+use crate::config::{Strategy, Tenant};
+use crate::credits::{self, Reservation};
+use crate::idempotency::{self, Begin};
 use crate::intake::{self, Submission};
 use crate::policy::{self, Decision};
 use crate::problem::{ApiError, current_request_id};
 use crate::routing::{self, AttemptLog, RouteInput, ShadowCall};
+use crate::store::ledger::{IdempotentAnswer, ResultWrite};
 use crate::store::{AttemptRecord, VerificationRecord};
+use crate::telemetry;
 
 /// What is known about a verification so far; becomes its row whatever happens.
 struct Draft {
     record: VerificationRecord,
     attempts: Vec<AttemptLog>,
     shadows: Vec<ShadowCall>,
+    reservation: Option<Reservation>,
+    /// The `Idempotency-Key` this request holds.
+    idempotency_key: Option<String>,
+    /// The stored answer of an earlier request with the same key.
+    replay: Option<(StatusCode, String)>,
+}
+
+/// A fresh verdict, or the replay of an earlier one.
+pub enum Answer {
+    Fresh(Box<Verification>),
+    Replay { status: StatusCode, body: String },
 }
 
 fn attempt_record(verification_id: Uuid, attempt_no: usize, a: &AttemptLog) -> AttemptRecord {
@@ -58,10 +74,12 @@ fn store_shadows(
         return;
     }
     let store = state.store.clone();
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let mut next = first_no;
         for call in shadows {
             let Ok(logs) = call.await else { continue };
+            metrics.attempts(&logs);
             let records: Vec<AttemptRecord> = logs
                 .iter()
                 .map(|a| {
@@ -81,7 +99,7 @@ pub async fn verify(
     caller: &Caller,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Verification, ApiError> {
+) -> Result<Answer, ApiError> {
     let started = Instant::now();
     let tenant = caller.tenant()?;
     let mut draft = Draft {
@@ -110,14 +128,21 @@ pub async fn verify(
             error_detail: None,
             latency_ms: 0,
             config_hash: Some(caller.runtime.config.hash.clone()),
-            trace_id: None,
+            trace_id: telemetry::trace_id(headers),
             created_at: Utc::now(),
         },
         attempts: Vec::new(),
         shadows: Vec::new(),
+        reservation: None,
+        idempotency_key: None,
+        replay: None,
     };
 
     let outcome = run(state, caller, tenant, headers, body, &mut draft).await;
+    if let Some((status, body)) = draft.replay.take() {
+        tracing::info!(tenant = %tenant.id, "idempotent replay");
+        return Ok(Answer::Replay { status, body });
+    }
     let rec = &mut draft.record;
     rec.latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     if let Err(e) = &outcome {
@@ -133,12 +158,59 @@ pub async fn verify(
         .enumerate()
         .map(|(i, a)| attempt_record(rec.id, i + 1, a))
         .collect();
-    // The answer goes out only once its row is committed: nothing is lost.
+    // Shadows are never charged; a check without a verdict costs nothing.
+    let charged = match (&outcome, &rec.provider, &tenant.credits) {
+        (Ok(()), Some(p), Some(c)) => c.cost_of(p),
+        _ => 0,
+    };
+    let settlement = draft.reservation.as_ref().map(|r| r.settle(charged));
+    let view = match &outcome {
+        Ok(()) => {
+            let mut v = Verification::from_records(rec, &attempts);
+            v.credits = draft.reservation.as_ref().map(|r| CreditsUsed {
+                charged: charged.min(r.amount),
+                remaining: r.remaining(charged),
+            });
+            Some(v)
+        }
+        Err(_) => None,
+    };
+    let mut idempotency = None;
+    let mut idempotency_forget = None;
+    if let Some(key) = draft.idempotency_key.take() {
+        match &view {
+            Some(v) => {
+                idempotency = Some(IdempotentAnswer {
+                    tenant_id: tenant.id.clone(),
+                    key,
+                    http_status: 200,
+                    response: serde_json::to_string(v).map_err(ApiError::internal)?,
+                });
+            }
+            None => idempotency_forget = Some((tenant.id.clone(), key)),
+        }
+    }
+    // The answer goes out only once its row, its ledger rows and its idempotent answer are
+    // committed: nothing is lost, nothing is charged twice.
     state
-        .store
-        .insert_verification(rec, &attempts)
+        .writers
+        .results
+        .submit(ResultWrite {
+            verification: rec.clone(),
+            attempts: attempts.clone(),
+            settlement,
+            idempotency,
+            idempotency_forget,
+        })
+        .instrument(telemetry::store_span(1 + attempts.len()))
         .await
         .map_err(ApiError::internal)?;
+    state.metrics.verification(rec, &draft.attempts);
+    if let Some(r) = &draft.reservation {
+        state
+            .metrics
+            .set_credit_balance(&tenant.id, r.remaining(charged));
+    }
     store_shadows(
         state,
         rec.id,
@@ -154,7 +226,20 @@ pub async fn verify(
         latency_ms = rec.latency_ms,
         "verification"
     );
-    outcome.map(|()| Verification::from_records(rec, &attempts))
+    match (outcome, view) {
+        (Ok(()), Some(v)) => Ok(Answer::Fresh(Box::new(v))),
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Err(ApiError::internal("a verdict without its view")),
+    }
+}
+
+/// The providers whose answer can decide (and so be charged): shadows never do.
+fn deciding_providers(tenant: &Tenant, provider_override: Option<&str>) -> Vec<String> {
+    match (provider_override, tenant.routing.strategy) {
+        (Some(p), _) => vec![p.to_owned()],
+        (None, Strategy::Shadow) => tenant.routing.providers.iter().take(1).cloned().collect(),
+        (None, _) => tenant.routing.providers.clone(),
+    }
 }
 
 async fn run(
@@ -166,7 +251,11 @@ async fn run(
     draft: &mut Draft,
 ) -> Result<(), ApiError> {
     let limits = caller.runtime.config.limits.clone();
-    let sub: Submission = intake::read_submission(headers, body, &limits).await?;
+    let idempotency_key = idempotency::key(headers)?;
+    let intake_span = telemetry::intake_span();
+    let sub: Submission = intake::read_submission(headers, body, &limits)
+        .instrument(intake_span.clone())
+        .await?;
     let rec = &mut draft.record;
     rec.external_id = sub.external_id.clone();
     rec.metadata = sub.metadata.clone();
@@ -205,11 +294,65 @@ async fn run(
     let facts = intake::facts(&bytes);
     rec.image_sha256 = Some(facts.sha256);
     rec.image_format = facts.format.map(|f| f.extension().to_owned());
-    let image = tokio::task::spawn_blocking(move || intake::decode(bytes, &limits))
+    if let Some(key) = idempotency_key {
+        let fingerprint = idempotency::fingerprint(&[
+            ("image_sha256", rec.image_sha256.clone().unwrap_or_default()),
+            ("threshold", format!("{:?}", sub.threshold)),
+            ("external_id", format!("{:?}", sub.external_id)),
+            ("metadata", format!("{:?}", sub.metadata)),
+            ("provider", format!("{:?}", sub.provider)),
+        ]);
+        match idempotency::begin(
+            &state.store,
+            &tenant.id,
+            &key,
+            &fingerprint,
+            limits.reservation_ttl,
+            limits.idempotency_wait,
+        )
+        .await?
+        {
+            Begin::Run => draft.idempotency_key = Some(key),
+            Begin::Replay { status, body } => {
+                draft.replay = Some((status, body));
+                return Ok(());
+            }
+        }
+    }
+    let rec = &mut draft.record;
+    let decode_limits = limits.clone();
+    let image = tokio::task::spawn_blocking(move || intake::decode(bytes, &decode_limits))
+        .instrument(intake_span.clone())
         .await
         .map_err(ApiError::internal)??;
     rec.image_width = i32::try_from(image.width).ok();
     rec.image_height = i32::try_from(image.height).ok();
+    telemetry::record_intake(&intake_span, rec);
+    drop(intake_span);
+
+    let cost = credits::max_cost(tenant, &deciding_providers(tenant, sub.provider.as_deref()));
+    let credits_span = telemetry::credits_span(&tenant.id, cost);
+    let reserved = credits::reserve(
+        &state.store,
+        &state.writers,
+        tenant,
+        cost,
+        limits.reservation_ttl,
+    )
+    .instrument(credits_span.clone())
+    .await;
+    credits_span.record(
+        "outcome",
+        match &reserved {
+            Ok(Some(_)) => "reserved",
+            Ok(None) => "unmetered",
+            Err(e) if e.code == "insufficient_credits" => "insufficient",
+            Err(_) => "error",
+        },
+    );
+    drop(credits_span);
+    draft.reservation = reserved?;
+    let rec = &mut draft.record;
 
     let traceparent = headers
         .get("traceparent")
@@ -246,7 +389,8 @@ async fn run(
             return Err(ApiError::from_provider(&f.provider, &f.error));
         }
     };
-    let judgement = policy::decide(tenant, threshold, &routed.answer);
+    let policy_span = telemetry::policy_span();
+    let judgement = policy_span.in_scope(|| policy::decide(tenant, threshold, &routed.answer));
     let subject = crate::identity::Subject {
         tenant,
         threshold,
@@ -258,7 +402,10 @@ async fn run(
     let judgement = state
         .identity
         .review(&state.store, subject, judgement)
+        .instrument(policy_span.clone())
         .await?;
+    policy_span.record("decision", judgement.decision.as_str());
+    drop(policy_span);
     let rec = &mut draft.record;
     let a = &routed.answer;
     rec.provider = Some(routed.provider.clone());

@@ -201,6 +201,214 @@ async fn migrations_are_idempotent(s: DynStore) {
     s.ping().await.expect("ping");
 }
 
+mod ledger_cases {
+    use super::*;
+    use livegate::store::ledger::{
+        IdemClaim, IdemClaimRequest, IdempotentAnswer, ReserveOutcome, ReserveRequest, ResultWrite,
+        Settlement,
+    };
+
+    fn reserve(tenant: &str, amount: i64, expires_in: i64) -> ReserveRequest {
+        ReserveRequest {
+            id: Uuid::now_v7(),
+            tenant_id: tenant.into(),
+            amount,
+            expires_at: Utc::now() + Duration::seconds(expires_in),
+        }
+    }
+
+    async fn sums(s: &DynStore, tenant: &str) -> i64 {
+        let b = s.balance(tenant).await.expect("balance").expect("account");
+        let sum: i64 = s
+            .ledger(tenant)
+            .await
+            .expect("ledger")
+            .iter()
+            .map(|e| e.amount)
+            .sum();
+        assert_eq!(b, sum, "balance == sum(ledger)");
+        b
+    }
+
+    pub async fn accounts_open_once(s: DynStore) {
+        assert!(s.ensure_account("a", 5).await.expect("open"));
+        assert!(!s.ensure_account("a", 500).await.expect("again"));
+        assert_eq!(sums(&s, "a").await, 5);
+        assert_eq!(s.balance("nobody").await.expect("balance"), None);
+    }
+
+    pub async fn a_batch_reserves_in_order(s: DynStore) {
+        s.ensure_account("a", 5).await.expect("open");
+        let reqs = [
+            reserve("a", 2, 60),
+            reserve("a", 2, 60),
+            reserve("a", 2, 60),
+            reserve("x", 1, 60),
+        ];
+        let out = s.reserve_batch(&reqs).await.expect("reserve");
+        assert_eq!(
+            out,
+            [
+                ReserveOutcome::Reserved { balance: 3 },
+                ReserveOutcome::Reserved { balance: 1 },
+                ReserveOutcome::Insufficient { balance: 1 },
+                ReserveOutcome::NoAccount,
+            ]
+        );
+        assert_eq!(s.open_reservations("a").await.expect("open"), 4);
+        assert_eq!(sums(&s, "a").await, 1);
+
+        // Settle one (keep 1 of 2) and the other after it expired (only the charge is booked).
+        let v1 = record("a", Some("approved"), Utc::now());
+        let v2 = record("a", Some("declined"), Utc::now());
+        let write = |v: &VerificationRecord, r: &ReserveRequest, charged| ResultWrite {
+            verification: v.clone(),
+            attempts: vec![attempt(v, 1, "ok")],
+            settlement: Some(Settlement {
+                reservation_id: r.id,
+                tenant_id: "a".into(),
+                reserved: r.amount,
+                charged,
+            }),
+            idempotency: None,
+            idempotency_forget: None,
+        };
+        s.commit_results(&[write(&v1, &reqs[0], 1)])
+            .await
+            .expect("settle");
+        assert_eq!(sums(&s, "a").await, 2);
+        assert_eq!(
+            s.expire_reservations(Utc::now() + Duration::seconds(120))
+                .await
+                .expect("sweep"),
+            1
+        );
+        assert_eq!(sums(&s, "a").await, 4);
+        s.commit_results(&[write(&v2, &reqs[1], 2)])
+            .await
+            .expect("late settle");
+        assert_eq!(sums(&s, "a").await, 2);
+        assert_eq!(s.open_reservations("a").await.expect("open"), 0);
+        let kinds: Vec<(String, i64)> = s
+            .ledger("a")
+            .await
+            .expect("ledger")
+            .into_iter()
+            .map(|e| (e.kind, e.amount))
+            .collect();
+        let k = |k: &str, a| (k.to_owned(), a);
+        assert_eq!(
+            kinds,
+            [
+                k("initial", 5),
+                k("reserve", -2),
+                k("reserve", -2),
+                k("release", 2),
+                k("charge", -1),
+                k("expire", 2),
+                k("charge", -2)
+            ]
+        );
+        assert_eq!(s.get_verification("a", v2.id).await.expect("row").id, v2.id);
+        assert_eq!(
+            s.decided_since("a", Utc::now() - Duration::hours(1))
+                .await
+                .expect("n"),
+            2
+        );
+    }
+
+    pub async fn adjustments_need_an_account(s: DynStore) {
+        assert!(matches!(
+            s.adjust_credits("a", 5, "topup", "why").await,
+            Err(StoreError::NotFound)
+        ));
+        s.ensure_account("a", 0).await.expect("open");
+        assert_eq!(
+            s.adjust_credits("a", 5, "topup", "paid")
+                .await
+                .expect("top up"),
+            5
+        );
+        assert_eq!(
+            s.adjust_credits("a", -7, "adjust", "fix")
+                .await
+                .expect("adjust"),
+            -2
+        );
+        assert_eq!(sums(&s, "a").await, -2);
+    }
+
+    pub async fn idempotency_keys_claim_replay_and_expire(s: DynStore) {
+        let now = Utc::now();
+        let claim = |hash: &str, lock: i64, life: i64| IdemClaimRequest {
+            tenant_id: "a".into(),
+            key: "k1".into(),
+            request_hash: hash.into(),
+            locked_until: now + Duration::seconds(lock),
+            expires_at: now + Duration::seconds(life),
+        };
+        assert_eq!(
+            s.idem_claim(&claim("h1", 60, 3600)).await.expect("claim"),
+            IdemClaim::Claimed
+        );
+        assert_eq!(
+            s.idem_claim(&claim("h1", 60, 3600)).await.expect("again"),
+            IdemClaim::Running {
+                request_hash: "h1".into()
+            }
+        );
+        let v = record("a", Some("approved"), now);
+        s.commit_results(&[ResultWrite {
+            verification: v.clone(),
+            attempts: vec![],
+            settlement: None,
+            idempotency: Some(IdempotentAnswer {
+                tenant_id: "a".into(),
+                key: "k1".into(),
+                http_status: 200,
+                response: "{\"id\":1}".into(),
+            }),
+            idempotency_forget: None,
+        }])
+        .await
+        .expect("commit");
+        assert_eq!(
+            s.idem_claim(&claim("h2", 60, 3600)).await.expect("done"),
+            IdemClaim::Done {
+                request_hash: "h1".into(),
+                http_status: 200,
+                response: "{\"id\":1}".into()
+            }
+        );
+        // Another tenant's key of the same name is another key.
+        let mut other = claim("h9", 60, 3600);
+        other.tenant_id = "b".into();
+        assert_eq!(s.idem_claim(&other).await.expect("b"), IdemClaim::Claimed);
+        // A running claim whose lock lapsed (its instance died) is taken over.
+        let mut stale = claim("h3", -1, 3600);
+        stale.key = "k2".into();
+        assert_eq!(s.idem_claim(&stale).await.expect("c"), IdemClaim::Claimed);
+        let mut again = claim("h3", 60, 3600);
+        again.key = "k2".into();
+        assert_eq!(
+            s.idem_claim(&again).await.expect("takeover"),
+            IdemClaim::Claimed
+        );
+        // Expired keys are swept and can be claimed afresh.
+        assert!(s.idem_sweep(now + Duration::hours(2)).await.expect("sweep") >= 3);
+        assert_eq!(
+            s.idem_claim(&claim("h4", 60, 3600)).await.expect("fresh"),
+            IdemClaim::Claimed
+        );
+    }
+}
+
+use ledger_cases::{
+    a_batch_reserves_in_order, accounts_open_once, adjustments_need_an_account,
+    idempotency_keys_claim_replay_and_expire,
+};
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -224,4 +432,8 @@ conformance!(
     list_newest_first_with_filters,
     settings_insert_once,
     migrations_are_idempotent,
+    accounts_open_once,
+    a_batch_reserves_in_order,
+    adjustments_need_an_account,
+    idempotency_keys_claim_replay_and_expire,
 );

@@ -44,6 +44,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     );
     let rt = state.runtime.load();
     checks.insert("config".into(), rt.config.hash.clone());
+    // Redis down degrades rate limiting to this instance's share, not readiness.
+    checks.insert("rate_limit".into(), state.limits.mode().describe());
     // Circuit state per provider: an open circuit degrades routing, not readiness.
     for (name, st) in rt.breaker_states() {
         checks.insert(format!("provider:{name}"), st.as_str().to_owned());

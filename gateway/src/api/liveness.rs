@@ -1,7 +1,8 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 
 use crate::api::views::Verification;
 use crate::app::{AppState, Caller};
@@ -41,14 +42,19 @@ pub struct LivenessJson {
     request_body(description = "The selfie and options", content(
         (LivenessForm = "multipart/form-data"),
         (LivenessJson = "application/json"))),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1-255 visible ASCII characters. A repeat with the same request replays the stored verdict (same id, no charge, no upstream call; header `Idempotent-Replayed: true`); with a different request: 422. Keys last 24 h; a request that failed releases its key.")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The verdict (approved, declined or review)", body = Verification),
         (status = 400, description = "Bad input: undecodable image, invalid threshold, metadata or multipart", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Not enough credits (`insufficient_credits`, with the balance)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit (see Retry-After and RateLimit)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Image over the size cap", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JPEG/PNG/WebP/TIFF, or an unsupported content type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The provider cannot take this image", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The provider cannot take this image, or the Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider failed (auth, credits, bad answer)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
@@ -58,8 +64,20 @@ pub async fn create(
     caller: Caller,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Verification>, ApiError> {
-    verify::verify(&state, &caller, &headers, body)
-        .await
-        .map(Json)
+) -> Result<Response, ApiError> {
+    Ok(
+        match verify::verify(&state, &caller, &headers, body).await? {
+            verify::Answer::Fresh(v) => Json(*v).into_response(),
+            verify::Answer::Replay { status, body } => {
+                let mut resp = (status, body).into_response();
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+                resp
+            }
+        },
+    )
 }

@@ -4,5 +4,7 @@ pub mod admin;
 pub mod blocklist;
 pub mod health;
 pub mod liveness;
+pub mod metrics;
+pub mod tenant;
 pub mod verifications;
 pub mod views;

@@ -47,6 +47,17 @@ pub struct Verification {
     pub request_id: String,
     /// Why no verdict was reached (stored failures only).
     pub error: Option<VerificationError>,
+    /// What this check cost a metered tenant; in the live answer only (the ledger has it for
+    /// later: `credit_ledger.verification_id`).
+    pub credits: Option<CreditsUsed>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreditsUsed {
+    /// Credits kept for this check: the cost of the provider that answered.
+    pub charged: i64,
+    /// The tenant's balance after this check settled.
+    pub remaining: i64,
 }
 
 /// One provider call made for a verification.
@@ -116,6 +127,7 @@ impl Verification {
                 status: v.http_status,
                 detail: v.error_detail.clone(),
             }),
+            credits: None,
         }
     }
 }

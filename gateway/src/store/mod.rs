@@ -3,8 +3,11 @@
 
 pub mod faces;
 pub mod identity;
+pub mod ledger;
 mod postgres;
+mod postgres_ledger;
 mod sqlite;
+mod sqlite_ledger;
 
 use std::sync::Arc;
 
@@ -107,7 +110,9 @@ pub struct ListFilter {
 
 /// Face identity rows come with every store (`identity.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + identity::IdentityStore {
+pub trait Store:
+    ledger::LedgerStore + identity::IdentityStore + Send + Sync + std::fmt::Debug
+{
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
     /// The verification and its attempts, in one transaction.
@@ -129,6 +134,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + identity::IdentityStore {
     /// Insert a setting unless it exists; returns the stored value either way.
     async fn setting_insert_if_absent(&self, name: &str, value: &str) -> StoreResult<String>;
     async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// How many group-commit workers write at once (SQLite has one writer).
+    fn write_concurrency(&self) -> usize {
+        1
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -58,7 +58,7 @@ impl PgStore {
     }
 }
 
-const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
+pub(super) const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
      threshold, spoof_type, warnings, face, faces_detected, image_sha256, image_format, image_width, \
      image_height, external_id, metadata, http_status, error_code, error_detail, latency_ms, \
      config_hash, trace_id, created_at";
@@ -128,6 +128,10 @@ async fn insert_attempts(
 
 #[async_trait]
 impl Store for PgStore {
+    fn write_concurrency(&self) -> usize {
+        4
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())

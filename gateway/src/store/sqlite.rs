@@ -51,18 +51,18 @@ const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id,
      image_height, external_id, metadata, http_status, error_code, error_detail, latency_ms, \
      config_hash, trace_id, created_at";
 
-fn ts(t: &DateTime<Utc>) -> String {
+pub(super) fn ts(t: &DateTime<Utc>) -> String {
     // Fixed width, so text order is time order.
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
+pub(super) fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Other(format!("bad timestamp {s:?}: {e}")))
 }
 
-fn parse_uuid(s: &str) -> StoreResult<Uuid> {
+pub(super) fn parse_uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Other(format!("bad uuid {s:?}: {e}")))
 }
 
@@ -102,7 +102,7 @@ fn verification(row: &SqliteRow) -> StoreResult<VerificationRecord> {
     })
 }
 
-async fn insert_attempts(
+pub(super) async fn insert_attempts(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     attempts: &[AttemptRecord],
 ) -> StoreResult<()> {
@@ -130,6 +130,45 @@ async fn insert_attempts(
     Ok(())
 }
 
+pub(super) async fn insert_verification(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    v: &VerificationRecord,
+) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO verifications ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,\
+         $14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)"
+    ))
+    .bind(v.id.to_string())
+    .bind(&v.tenant_id)
+    .bind(&v.request_id)
+    .bind(&v.provider)
+    .bind(&v.provider_request_id)
+    .bind(&v.decision)
+    .bind(v.is_live)
+    .bind(v.score)
+    .bind(v.threshold)
+    .bind(&v.spoof_type)
+    .bind(v.warnings.to_string())
+    .bind(v.face.as_ref().map(|f| f.to_string()))
+    .bind(v.faces_detected)
+    .bind(&v.image_sha256)
+    .bind(&v.image_format)
+    .bind(v.image_width)
+    .bind(v.image_height)
+    .bind(&v.external_id)
+    .bind(v.metadata.as_ref().map(|m| m.to_string()))
+    .bind(v.http_status)
+    .bind(&v.error_code)
+    .bind(&v.error_detail)
+    .bind(v.latency_ms)
+    .bind(&v.config_hash)
+    .bind(&v.trace_id)
+    .bind(ts(&v.created_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -148,38 +187,7 @@ impl Store for SqliteStore {
         attempts: &[AttemptRecord],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO verifications ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,\
-             $14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)"
-        ))
-        .bind(v.id.to_string())
-        .bind(&v.tenant_id)
-        .bind(&v.request_id)
-        .bind(&v.provider)
-        .bind(&v.provider_request_id)
-        .bind(&v.decision)
-        .bind(v.is_live)
-        .bind(v.score)
-        .bind(v.threshold)
-        .bind(&v.spoof_type)
-        .bind(v.warnings.to_string())
-        .bind(v.face.as_ref().map(|f| f.to_string()))
-        .bind(v.faces_detected)
-        .bind(&v.image_sha256)
-        .bind(&v.image_format)
-        .bind(v.image_width)
-        .bind(v.image_height)
-        .bind(&v.external_id)
-        .bind(v.metadata.as_ref().map(|m| m.to_string()))
-        .bind(v.http_status)
-        .bind(&v.error_code)
-        .bind(&v.error_detail)
-        .bind(v.latency_ms)
-        .bind(&v.config_hash)
-        .bind(&v.trace_id)
-        .bind(ts(&v.created_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_verification(&mut tx, v).await?;
         insert_attempts(&mut tx, attempts).await?;
         tx.commit().await?;
         Ok(())

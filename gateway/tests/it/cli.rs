@@ -78,3 +78,81 @@ fn keys_new_prints_a_key_and_its_hash() {
         .expect("hash line");
     assert_eq!(hash, livegate::config::KeyHash::of_key(key).to_string());
 }
+
+#[tokio::test]
+async fn credits_add_tops_up_once_per_call_with_its_reason() {
+    let dir = std::env::temp_dir().join(format!("lg-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("livegate.yaml");
+    std::fs::write(
+        &config,
+        r#"
+providers:
+  didit: { kind: didit, base_url: "http://127.0.0.1:9101", api_key: "k", timeout_ms: 5000 }
+tenants:
+  acme:
+    keys: ["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+    routing: { strategy: single, providers: [didit] }
+    credits: { initial: 1000, cost: { didit: 2 } }
+  free:
+    keys: ["sha256:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9"]
+    routing: { strategy: single, providers: [didit] }
+"#,
+    )
+    .expect("write");
+    let db = format!("sqlite:{}", dir.join("lg.db").display());
+    let run = |args: &[&str]| {
+        livegate()
+            .args(["credits", "add"])
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("DATABASE_URL", &db)
+            .output()
+            .expect("run")
+    };
+    let out = run(&["acme", "50", "--reason", "invoice 7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "acme: topup +50, balance 1050"
+    );
+    let out = run(&["acme", "-20"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "acme: adjust -20, balance 1030"
+    );
+    for (args, why) in [
+        (&["free", "5"][..], "has no `credits`"),
+        (&["nobody", "5"][..], "not found"),
+        (&["acme", "0"][..], "must not be 0"),
+    ] {
+        let out = run(args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let store = livegate::store::connect(&db).await.expect("db");
+    let ledger = store.ledger("acme").await.expect("ledger");
+    let rows: Vec<(&str, i64, Option<&str>)> = ledger
+        .iter()
+        .map(|e| (e.kind.as_str(), e.amount, e.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("initial", 1000, Some("credits.initial")),
+            ("topup", 50, Some("invoice 7")),
+            ("adjust", -20, Some("livegate credits add")),
+        ]
+    );
+}

@@ -1,6 +1,7 @@
 //! HTTP-level tests: requests in, rows in the database and HTTP out.
 
 mod cli;
+mod credits;
 mod demo;
 mod duplicates;
 mod engine_server;
@@ -8,10 +9,15 @@ mod equivalence;
 mod face_matching;
 pub mod harness;
 mod liveness;
+mod log_secrets;
+mod metrics;
 mod models_fetch;
+mod multi_instance;
 mod openapi_drift;
 mod providers;
 mod read_api;
 mod reload;
 mod routing;
+mod served;
 mod simulate_cli;
+mod traces;
