@@ -48,10 +48,14 @@ pub async fn me(
 ) -> Result<Json<TenantInfo>, ApiError> {
     let tenant = caller.tenant()?;
     let balance = match &tenant.credits {
-        Some(c) => {
-            state.store.ensure_account(&tenant.id, c.initial).await?;
-            state.store.balance(&tenant.id).await?
-        }
+        // The account opens on first use; a read is enough once it exists.
+        Some(c) => match state.store.balance(&tenant.id).await? {
+            Some(b) => Some(b),
+            None => {
+                state.store.ensure_account(&tenant.id, c.initial).await?;
+                state.store.balance(&tenant.id).await?
+            }
+        },
         None => None,
     };
     let today = Utc::now()

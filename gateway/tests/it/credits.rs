@@ -8,7 +8,7 @@ use livegate::config::KeyHash;
 use livegate::store::DynStore;
 use serde_json::json;
 
-use crate::harness::{Backend, Harness, KAIROS_APP_ID, Sim, SimUrls, jpeg};
+use crate::harness::{Backend, Harness, KAIROS_APP_ID, Sim, SimUrls, jpeg, small_jpeg};
 
 pub const METERED_KEY: &str = "lg_test_metered_key_314159";
 pub const FALLBACK_KEY: &str = "lg_test_metered_fallback_2718";
@@ -81,10 +81,6 @@ fn kinds(ledger: &[livegate::store::ledger::LedgerEntry]) -> HashMap<String, usi
         *m.entry(e.kind.clone()).or_default() += 1;
     }
     m
-}
-
-pub fn small_jpeg(seed: u8) -> Vec<u8> {
-    crate::harness::encode(96, 96, seed, image::ImageFormat::Jpeg)
 }
 
 async fn concurrent_requests_never_overspend(h: Harness) {

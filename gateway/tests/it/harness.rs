@@ -353,6 +353,11 @@ pub fn jpeg(seed: u8) -> Vec<u8> {
     encode(640, 480, seed, image::ImageFormat::Jpeg)
 }
 
+/// A 96x96 JPEG: cheap enough to make hundreds of at once.
+pub fn small_jpeg(seed: u8) -> Vec<u8> {
+    encode(96, 96, seed, image::ImageFormat::Jpeg)
+}
+
 pub fn encode(w: u32, h: u32, seed: u8, format: image::ImageFormat) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
         image::Rgb([

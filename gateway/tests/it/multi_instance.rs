@@ -12,7 +12,7 @@ use livegate::store::{DynStore, PgStore};
 use serde_json::json;
 
 use crate::credits::assert_ledger;
-use crate::harness::{DIDIT_SECRET, Kill, free_port, postgres_url};
+use crate::harness::{DIDIT_SECRET, Kill, free_port, postgres_url, small_jpeg};
 
 const METERED: &str = "lg_multi_metered_key_0001";
 const LIMITED: &str = "lg_multi_limited_key_0002";
@@ -188,10 +188,6 @@ tenants:
             .await
             .expect("json")
     }
-}
-
-fn small_jpeg(seed: u8) -> Vec<u8> {
-    crate::harness::encode(96, 96, seed, image::ImageFormat::Jpeg)
 }
 
 async fn post(
