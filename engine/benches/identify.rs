@@ -1,13 +1,12 @@
 //! Identify latency at 1k, 10k and 100k enrolled faces: one query against a collection of
-//! synthetic unit vectors (128-d, Gaussian), through the exact scan and through the HNSW graph.
-//! Each query is an enrolled face seen again: its vector plus noise, at cosine ~0.95 to it
-//! (a same-person score of this model).
+//! synthetic unit vectors (`livegate_engine::synthetic`: 128-d Gaussian directions), through
+//! the exact scan and through the in-process HNSW graph. Each query is an enrolled face seen
+//! again: its vector plus noise, at cosine ~0.95 to it (a same-person score of this model).
+//! The pgvector column of the README's table comes from livegate's `identify_pgvector` bench,
+//! on the same vectors.
 //!
-//! `CARGO_TARGET_DIR=/work/target cargo bench -p livegate-engine --bench identify`
+//! `cargo bench -p livegate-engine --bench identify --profile dev`
 //!
-//! Synthetic vectors: enrolling 100k real photos is hours of CPU, and the search cost depends
-//! only on the count and dimension. Random Gaussian directions are nearly orthogonal, the hard
-//! case for a graph (no cluster structure to exploit), so its figures are conservative.
 //! After divan, the graph's recall@1 and recall@10 against the exact scan are printed, and the
 //! time to build each graph.
 
@@ -16,40 +15,18 @@ use std::time::Instant;
 
 use divan::{Bencher, black_box};
 use livegate_engine::search::{FaceIndex, IndexOptions};
-use livegate_engine::{EMBEDDING_DIM, normalize};
+use livegate_engine::{EMBEDDING_DIM, synthetic};
 use uuid::Uuid;
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const QUERIES: usize = 200;
-
-/// Deterministic xorshift + Box-Muller: no RNG crate needed.
-fn gaussian_units(n: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut s = seed.max(1);
-    let mut uniform = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let v: Vec<f32> = (0..EMBEDDING_DIM)
-                .map(|_| {
-                    let (u1, u2) = (uniform(), uniform());
-                    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-                })
-                .collect();
-            normalize(&v).unwrap_or(v)
-        })
-        .collect()
-}
 
 fn build(n: usize, exact_below: usize) -> FaceIndex {
     let opts = IndexOptions {
         exact_below,
         ..IndexOptions::default()
     };
-    let faces = gaussian_units(n, 42 + n as u64)
+    let faces = synthetic::collection(n)
         .into_iter()
         .enumerate()
         .map(|(i, v)| (Uuid::from_u128(i as u128), v));
@@ -72,19 +49,7 @@ static GRAPH: LazyLock<Vec<(FaceIndex, f64)>> = LazyLock::new(|| {
 static PROBES: LazyLock<Vec<Vec<Vec<f32>>>> = LazyLock::new(|| {
     SIZES
         .iter()
-        .map(|&n| {
-            let enrolled = gaussian_units(n, 42 + n as u64);
-            let noise = gaussian_units(QUERIES, 7);
-            (0..QUERIES)
-                .map(|q| {
-                    let v = &enrolled[(q * 7_919) % n];
-                    // |noise| = 1: cosine to v is about 1 / sqrt(1 + 0.33^2) = 0.95.
-                    let mixed: Vec<f32> =
-                        v.iter().zip(&noise[q]).map(|(a, b)| a + 0.33 * b).collect();
-                    normalize(&mixed).unwrap_or(mixed)
-                })
-                .collect()
-        })
+        .map(|&n| synthetic::probes(&synthetic::collection(n), QUERIES))
         .collect()
 });
 

@@ -34,6 +34,7 @@ mod quality;
 mod resize;
 pub mod search;
 pub mod server;
+pub mod synthetic;
 
 pub use embed::{EMBEDDING_DIM, cosine, normalize};
 pub use error::{BoxError, EngineError};

@@ -112,8 +112,13 @@ impl FaceChecks {
 /// The in-memory part: the engine, and each tenant's index of approved faces, read
 /// incrementally from the store (rows after the last `seq` seen), so several gateways on one
 /// database each see the others' approvals.
+///
+/// A tenant's approved faces are searched in memory (exact, then HNSW past
+/// [`IndexOptions::exact_below`]), or, on a store with its own vector index (pgvector), in
+/// the database once they reach that size.
 #[derive(Debug, Default)]
 pub struct Identity {
+    index: IndexOptions,
     approved: Mutex<HashMap<String, Arc<Mutex<TenantFaces>>>>,
 }
 
@@ -121,6 +126,8 @@ pub struct Identity {
 struct TenantFaces {
     index: FaceIndex,
     last_seq: i64,
+    /// Searched with the store's vector index from now on.
+    in_database: bool,
 }
 
 /// The engine computing embeddings: loaded once per models directory.
@@ -171,6 +178,14 @@ pub struct Subject<'a> {
 }
 
 impl Identity {
+    /// With the search tuning of `index` (default [`IndexOptions::default`]).
+    pub fn new(index: IndexOptions) -> Identity {
+        Identity {
+            index,
+            approved: Mutex::default(),
+        }
+    }
+
     /// Applies the tenant's face checks to a judgement: blocklist for every face, duplicates
     /// for faces the policy approved; warnings found are added to the provider's answer and
     /// the policy decides again. Keeps the face's embedding for later checks.
@@ -253,23 +268,48 @@ impl Identity {
         tenant_id: &str,
         vector: &[f32],
     ) -> Result<Option<(Uuid, f32)>, ApiError> {
+        let database = store.has_vector_index();
+        let mut opts = self.index;
+        if database {
+            // Past the exact scan's size the database's index takes over, not a graph here.
+            opts.exact_below = usize::MAX;
+        }
         let faces = {
             let mut all = self.approved.lock().await;
             Arc::clone(all.entry(tenant_id.to_owned()).or_insert_with(|| {
                 Arc::new(Mutex::new(TenantFaces {
-                    index: FaceIndex::new(EMBEDDING_DIM, IndexOptions::default()),
+                    index: FaceIndex::new(EMBEDDING_DIM, opts),
                     last_seq: 0,
+                    in_database: false,
                 }))
             }))
         };
         let mut faces = faces.lock().await;
-        let fresh = store
-            .approved_faces_after(tenant_id, faces.last_seq)
-            .await
-            .map_err(ApiError::internal)?;
-        for f in fresh {
-            faces.last_seq = faces.last_seq.max(f.seq);
-            faces.index.insert(f.verification_id, &f.embedding);
+        if !faces.in_database {
+            let fresh = store
+                .approved_faces_after(tenant_id, faces.last_seq)
+                .await
+                .map_err(ApiError::internal)?;
+            for f in fresh {
+                faces.last_seq = faces.last_seq.max(f.seq);
+                faces.index.insert(f.verification_id, &f.embedding);
+            }
+            if database && faces.index.len() >= self.index.exact_below {
+                tracing::info!(
+                    tenant = tenant_id,
+                    faces = faces.index.len(),
+                    "approved faces searched with the database's vector index"
+                );
+                faces.in_database = true;
+                faces.index = FaceIndex::new(EMBEDDING_DIM, opts);
+            }
+        }
+        if faces.in_database {
+            let hits = store
+                .nearest_approved(tenant_id, vector, 1)
+                .await
+                .map_err(ApiError::internal)?;
+            return Ok(hits.into_iter().next());
         }
         Ok(faces
             .index

@@ -44,6 +44,11 @@ enum Command {
         /// How long one Redis call may take before this instance limits in process instead.
         #[arg(long, env = "LIVEGATE_REDIS_TIMEOUT_MS", default_value_t = 100)]
         redis_timeout_ms: u64,
+        /// Face sets (collections, a tenant's approved faces) of fewer faces are searched
+        /// exactly; larger ones through an index (pgvector on a Postgres that has it, else an
+        /// in-process HNSW graph).
+        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 20_000)]
+        exact_search_below: usize,
     },
     /// Tenant credits.
     Credits {
@@ -98,6 +103,11 @@ enum EngineCommand {
         /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
         #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
         database_url: String,
+        /// Face sets (collections, a tenant's approved faces) of fewer faces are searched
+        /// exactly; larger ones through an index (pgvector on a Postgres that has it, else an
+        /// in-process HNSW graph).
+        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 20_000)]
+        exact_search_below: usize,
     },
     /// API keys of collections.
     Keys {
@@ -238,6 +248,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             database_url,
             redis_url,
             redis_timeout_ms,
+            exact_search_below,
         } => {
             serve(
                 config,
@@ -245,6 +256,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 &database_url,
                 redis_url.as_deref(),
                 std::time::Duration::from_millis(redis_timeout_ms.max(1)),
+                search_options(exact_search_below),
             )
             .await
         }
@@ -312,8 +324,17 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                     listen,
                     models_dir,
                     database_url,
+                    exact_search_below,
                 },
-        } => engine_serve(listen, models_dir, &database_url).await,
+        } => {
+            engine_serve(
+                listen,
+                models_dir,
+                &database_url,
+                search_options(exact_search_below),
+            )
+            .await
+        }
         Command::Engine {
             command:
                 EngineCommand::Keys {
@@ -336,6 +357,7 @@ async fn serve(
     database_url: &str,
     redis_url: Option<&str>,
     redis_timeout: std::time::Duration,
+    search: livegate_engine::search::IndexOptions,
 ) -> anyhow::Result<()> {
     let store = store::connect(database_url)
         .await
@@ -379,7 +401,8 @@ async fn serve(
         None => livegate::ratelimit::RateLimits::local(),
     };
     livegate::credits::spawn_sweeper(store.clone(), std::time::Duration::from_secs(1));
-    let state = AppState::with_limits(runtime, store, limits);
+    let mut state = AppState::with_limits(runtime, store, limits);
+    state.identity = std::sync::Arc::new(livegate::identity::Identity::new(search));
     if let Some(path) = config_path {
         let factory: &'static livegate::runtime::EmbeddedFactory = &livegate::embedded::factory;
         livegate::reload::spawn_watcher(
@@ -399,10 +422,19 @@ async fn serve(
     Ok(())
 }
 
+/// Default search tuning with the operator's exact-search limit.
+fn search_options(exact_below: usize) -> livegate_engine::search::IndexOptions {
+    livegate_engine::search::IndexOptions {
+        exact_below,
+        ..Default::default()
+    }
+}
+
 async fn engine_serve(
     listen: SocketAddr,
     models_dir: Option<PathBuf>,
     database_url: &str,
+    search: livegate_engine::search::IndexOptions,
 ) -> anyhow::Result<()> {
     use livegate_engine::server::{ServerOptions, router};
     let faces = store::faces::open(database_url)
@@ -420,7 +452,11 @@ async fn engine_serve(
     let addr = listener.local_addr()?;
     println!("collections engine on http://{addr}");
     tracing::info!(listen = %addr, database = %store::redact_url(database_url), "collections engine listening");
-    axum::serve(listener, router(engine, faces, ServerOptions::default()))
+    let opts = ServerOptions {
+        index: search,
+        ..ServerOptions::default()
+    };
+    axum::serve(listener, router(engine, faces, opts))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

@@ -189,7 +189,15 @@ pub(super) async fn identify(
     let probe = st.probe(image).await?;
     let index = st.indexes.get(st.store.as_ref(), &collection_id).await?;
     let searched = Instant::now();
-    let hits = index::search(index, probe.vector.clone(), k, threshold as f32).await?;
+    let hits = index::search(
+        index,
+        st.store.as_ref(),
+        &collection_id,
+        probe.vector.clone(),
+        k,
+        threshold as f32,
+    )
+    .await?;
     let search_ms = elapsed_ms(searched);
     let mut matches = Vec::with_capacity(hits.len());
     for hit in hits {

@@ -721,7 +721,10 @@ impl AppState {
             Err(err) => return Err(err.into()),
         }
         if let Some(v) = &record.embedding {
-            self.indexes.inserted(collection_id, record.id, v).await;
+            let database = self.store.vector_index();
+            self.indexes
+                .inserted(collection_id, record.id, v, database)
+                .await;
         }
         tracing::info!(collection = %record.collection_id, face = %record.id, "face enrolled");
         Ok(record)

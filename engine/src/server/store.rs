@@ -111,6 +111,31 @@ pub trait FaceStore: Send + Sync {
     /// Every face of the collection that has an embedding, as `(id, embedding)`: what the
     /// search index is built from.
     async fn embeddings(&self, collection_id: &str) -> FaceStoreResult<Vec<(Uuid, Vec<f32>)>>;
+
+    /// True when the database searches embeddings itself with an approximate index
+    /// (pgvector's HNSW on Postgres): large collections are then searched there instead of in
+    /// an in-process graph, and every process sees every enrollment at once.
+    fn vector_index(&self) -> bool {
+        false
+    }
+    /// How many of the collection's faces have an embedding.
+    async fn embedding_count(&self, collection_id: &str) -> FaceStoreResult<usize> {
+        Ok(self.embeddings(collection_id).await?.len())
+    }
+    /// The `k` faces of the collection nearest to `query` (a unit vector) by the database's
+    /// index, most similar first, as `(id, cosine similarity)`. Only called when
+    /// [`FaceStore::vector_index`] is true.
+    async fn nearest_faces(
+        &self,
+        collection_id: &str,
+        query: &[f32],
+        k: usize,
+    ) -> FaceStoreResult<Vec<(Uuid, f32)>> {
+        let _ = (collection_id, query, k);
+        Err(FaceStoreError::Other(
+            "this store has no vector index".to_owned(),
+        ))
+    }
 }
 
 /// An embedding as stored: little-endian `f32`s, the same bytes in every database.

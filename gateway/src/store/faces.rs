@@ -15,7 +15,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::pgvector::{self, literal};
 use super::{PgStore, SqliteStore, Store, StoreError, StoreResult};
+use livegate_engine::EMBEDDING_DIM;
 
 /// Opens the database named by `url` (as `store::connect`), applies every migration and
 /// returns it as the collections server's store.
@@ -147,27 +149,41 @@ impl FaceStore for PgStore {
     }
 
     async fn insert_face(&self, f: &FaceRecord) -> FaceStoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO faces ({FACE_COLUMNS}) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
-        ))
-        .bind(f.id)
-        .bind(&f.collection_id)
-        .bind(&f.external_id)
-        .bind(f.metadata.as_ref().map(Json))
-        .bind(f.liveness_score)
-        .bind(f.bbox[0])
-        .bind(f.bbox[1])
-        .bind(f.bbox[2])
-        .bind(f.bbox[3])
-        .bind(f.confidence)
-        .bind(f.quality)
-        .bind(&f.image_sha256)
-        .bind(f.embedding.as_deref().map(embedding_to_bytes))
-        .bind(f.created_at)
-        .execute(self.pool())
-        .await
-        .map_err(db)?;
+        // With pgvector the embedding also goes into the indexed vector column.
+        let indexed = match (self.pgvector(), f.embedding.as_deref()) {
+            (Some(pgv), Some(v)) if v.len() == EMBEDDING_DIM => Some((pgv, literal(v))),
+            _ => None,
+        };
+        let sql = match &indexed {
+            Some((pgv, _)) => format!(
+                "INSERT INTO faces ({FACE_COLUMNS}, embedding_vec) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,{})",
+                pgv.param(15)
+            ),
+            None => format!(
+                "INSERT INTO faces ({FACE_COLUMNS}) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            ),
+        };
+        sqlx::query(&sql)
+            .bind(f.id)
+            .bind(&f.collection_id)
+            .bind(&f.external_id)
+            .bind(f.metadata.as_ref().map(Json))
+            .bind(f.liveness_score)
+            .bind(f.bbox[0])
+            .bind(f.bbox[1])
+            .bind(f.bbox[2])
+            .bind(f.bbox[3])
+            .bind(f.confidence)
+            .bind(f.quality)
+            .bind(&f.image_sha256)
+            .bind(f.embedding.as_deref().map(embedding_to_bytes))
+            .bind(f.created_at)
+            .bind(indexed.map(|(_, text)| text))
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -249,6 +265,41 @@ impl FaceStore for PgStore {
                 Ok((r.try_get("id").map_err(db)?, embedding_from_bytes(&bytes)?))
             })
             .collect()
+    }
+
+    fn vector_index(&self) -> bool {
+        self.pgvector().is_some()
+    }
+
+    async fn embedding_count(&self, collection_id: &str) -> FaceStoreResult<usize> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM faces WHERE collection_id = $1 AND embedding IS NOT NULL",
+        )
+        .bind(collection_id)
+        .fetch_one(self.pool())
+        .await
+        .map_err(db)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn nearest_faces(
+        &self,
+        collection_id: &str,
+        query: &[f32],
+        k: usize,
+    ) -> FaceStoreResult<Vec<(Uuid, f32)>> {
+        let Some(pgv) = self.pgvector() else {
+            return Err(FaceStoreError::Other("pgvector is not enabled".to_owned()));
+        };
+        let distance = format!("embedding_vec {} {}", pgv.cosine_op(), pgv.param(2));
+        let sql = format!(
+            "SELECT id, {distance} AS distance FROM faces \
+             WHERE collection_id = $1 AND embedding_vec IS NOT NULL \
+             ORDER BY {distance} LIMIT $3"
+        );
+        pgvector::nearest(self.pool(), pgv, &sql, collection_id, query, k)
+            .await
+            .map_err(|e| FaceStoreError::Other(e.to_string()))
     }
 }
 

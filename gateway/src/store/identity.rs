@@ -7,7 +7,9 @@ use livegate_engine::server::{embedding_from_bytes, embedding_to_bytes};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::pgvector::{self, literal};
 use super::{PgStore, SqliteStore, StoreError, StoreResult};
+use livegate_engine::EMBEDDING_DIM;
 
 /// A verification's face as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +58,25 @@ pub trait IdentityStore: Send + Sync {
     async fn delete_blocked(&self, tenant_id: &str, verification_id: Uuid) -> StoreResult<()>;
     /// The tenant's whole blocklist, oldest first.
     async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>>;
+    /// True when the database searches embeddings itself (pgvector): a tenant's approved
+    /// faces are then searched there once they are many.
+    fn has_vector_index(&self) -> bool {
+        false
+    }
+    /// The tenant's `k` approved faces nearest to `query` by the database's index, most
+    /// similar first, as `(verification id, cosine similarity)`. Only called when
+    /// [`IdentityStore::has_vector_index`] is true.
+    async fn nearest_approved(
+        &self,
+        tenant_id: &str,
+        query: &[f32],
+        k: usize,
+    ) -> StoreResult<Vec<(Uuid, f32)>> {
+        let _ = (tenant_id, query, k);
+        Err(StoreError::Other(
+            "this store has no vector index".to_owned(),
+        ))
+    }
 }
 
 fn vector(bytes: &[u8]) -> StoreResult<Vec<f32>> {
@@ -85,18 +106,52 @@ impl IdentityStore for PgStore {
         embedding: &[f32],
         approved: bool,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO verification_faces (verification_id, tenant_id, embedding, approved, \
-             created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(verification_id)
-        .bind(tenant_id)
-        .bind(embedding_to_bytes(embedding))
-        .bind(approved)
-        .bind(Utc::now())
-        .execute(self.pool())
-        .await?;
+        // With pgvector the embedding also goes into the indexed vector column.
+        let indexed = self.pgvector().filter(|_| embedding.len() == EMBEDDING_DIM);
+        let sql = match indexed {
+            Some(pgv) => format!(
+                "INSERT INTO verification_faces (verification_id, tenant_id, embedding, \
+                 approved, created_at, embedding_vec) VALUES ($1, $2, $3, $4, $5, {})",
+                pgv.param(6)
+            ),
+            None => "INSERT INTO verification_faces (verification_id, tenant_id, embedding, \
+                     approved, created_at) VALUES ($1, $2, $3, $4, $5)"
+                .to_owned(),
+        };
+        let mut q = sqlx::query(&sql)
+            .bind(verification_id)
+            .bind(tenant_id)
+            .bind(embedding_to_bytes(embedding))
+            .bind(approved)
+            .bind(Utc::now());
+        if indexed.is_some() {
+            q = q.bind(literal(embedding));
+        }
+        q.execute(self.pool()).await?;
         Ok(())
+    }
+
+    fn has_vector_index(&self) -> bool {
+        self.pgvector().is_some()
+    }
+
+    async fn nearest_approved(
+        &self,
+        tenant_id: &str,
+        query: &[f32],
+        k: usize,
+    ) -> StoreResult<Vec<(Uuid, f32)>> {
+        let Some(pgv) = self.pgvector() else {
+            return Err(StoreError::Other("pgvector is not enabled".to_owned()));
+        };
+        let distance = format!("embedding_vec {} {}", pgv.cosine_op(), pgv.param(2));
+        // `approved` matches the partial index's predicate, so the index can serve it.
+        let sql = format!(
+            "SELECT verification_id AS id, {distance} AS distance FROM verification_faces \
+             WHERE tenant_id = $1 AND approved AND embedding_vec IS NOT NULL \
+             ORDER BY {distance} LIMIT $3"
+        );
+        pgvector::nearest(self.pool(), pgv, &sql, tenant_id, query, k).await
     }
 
     async fn approved_faces_after(

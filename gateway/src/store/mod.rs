@@ -4,6 +4,7 @@
 pub mod faces;
 pub mod identity;
 pub mod ledger;
+mod pgvector;
 mod postgres;
 mod postgres_ledger;
 mod sqlite;

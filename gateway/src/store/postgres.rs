@@ -1,3 +1,5 @@
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -5,6 +7,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::pgvector::Pgvector;
 use super::{AttemptRecord, ListFilter, Store, StoreResult, VerificationRecord, clamp_limit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -12,12 +15,19 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Set by `migrate` when the server has pgvector (`pgvector.rs`).
+    pgvector: Arc<OnceLock<Option<Pgvector>>>,
 }
 
 impl PgStore {
     /// The pool, for the engine's face store (`faces.rs`), which shares this database.
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The server's pgvector, once `migrate` found it.
+    pub(crate) fn pgvector(&self) -> Option<&Pgvector> {
+        self.pgvector.get().and_then(Option::as_ref)
     }
 
     pub async fn connect(url: &str) -> StoreResult<Self> {
@@ -54,7 +64,10 @@ impl PgStore {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(opts)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            pgvector: Arc::default(),
+        })
     }
 }
 
@@ -134,6 +147,10 @@ impl Store for PgStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
+        if self.pgvector.get().is_none() {
+            let found = super::pgvector::enable(&self.pool).await?;
+            let _ = self.pgvector.set(found);
+        }
         Ok(())
     }
 

@@ -9,10 +9,10 @@ use crate::engine_server::{models_dir, sample};
 use crate::face_matching::photo;
 use crate::harness::{ACME_KEY, Harness, Reply, SimUrls};
 
-const DUP_KEY: &str = "lg_test_duplicates_tenant_0077";
+pub(crate) const DUP_KEY: &str = "lg_test_duplicates_tenant_0077";
 const ADMIN_KEY: &str = "lg_admin_identity_tests_0099";
 
-fn yaml(u: &SimUrls) -> String {
+pub(crate) fn yaml(u: &SimUrls) -> String {
     format!(
         r#"
 models_dir: "{models}"

@@ -105,6 +105,11 @@ impl Srv {
 
     async fn start_with(backend: Backend, opts: ServerOptions) -> Option<Srv> {
         let store = face_store(backend).await?;
+        Some(Self::start_on(store, opts).await)
+    }
+
+    /// On a store the caller opened (collections `selfies` and `others` with the test keys).
+    pub(crate) async fn start_on(store: Arc<dyn FaceStore>, opts: ServerOptions) -> Srv {
         for (collection, key, mode) in [
             ("selfies", KEY, KeyMode::Test),
             ("selfies", LIVE_KEY, KeyMode::Live),
@@ -114,10 +119,11 @@ impl Srv {
                 .create_collection(collection)
                 .await
                 .expect("collection");
-            store
-                .bind_key(collection, &hash_key(key), mode)
-                .await
-                .expect("bind");
+            // A second server on the same store finds the keys bound already.
+            match store.bind_key(collection, &hash_key(key), mode).await {
+                Ok(()) | Err(FaceStoreError::Conflict(_)) => {}
+                Err(e) => panic!("bind: {e}"),
+            }
         }
         let engine = livegate::embedded::engine(std::path::Path::new(&models_dir()))
             .unwrap_or_else(|e| panic!("{e} (set LIVEGATE_MODELS_DIR)"));
@@ -129,11 +135,11 @@ impl Srv {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Some(Srv {
+        Srv {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store,
-        })
+        }
     }
 
     pub(crate) async fn form(

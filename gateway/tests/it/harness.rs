@@ -141,6 +141,15 @@ impl Harness {
         backend: Backend,
         yaml: impl FnOnce(&SimUrls) -> String,
     ) -> Option<Harness> {
+        Self::start_with_search(backend, yaml, Default::default()).await
+    }
+
+    /// With the face-search tuning of the tenants' duplicate checks.
+    pub async fn start_with_search(
+        backend: Backend,
+        yaml: impl FnOnce(&SimUrls) -> String,
+        search: livegate_engine::search::IndexOptions,
+    ) -> Option<Harness> {
         use livegate_simulators as sims;
         let store = open_store(backend).await?;
         let url = |a: std::net::SocketAddr| format!("http://{a}");
@@ -160,7 +169,8 @@ impl Harness {
         })
         .expect("test config");
         let runtime = Runtime::build(config, None).expect("runtime");
-        let state = AppState::new(runtime, store.clone());
+        let mut state = AppState::new(runtime, store.clone());
+        state.identity = std::sync::Arc::new(livegate::identity::Identity::new(search));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -14,6 +14,7 @@ mod metrics;
 mod models_fetch;
 mod multi_instance;
 mod openapi_drift;
+mod pgvector;
 mod providers;
 mod read_api;
 mod reload;
