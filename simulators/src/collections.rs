@@ -1,8 +1,13 @@
-//! The self-hosted collections engine's standalone liveness check:
-//! `POST /api/v1/collections/{id}/liveness`.
+//! The self-hosted collections engine: the standalone liveness check
+//! (`POST /api/v1/collections/{id}/liveness`, here), enrollment (`enrollment.rs`) and face
+//! matching (`matching.rs`) over the faces kept in memory (`gallery.rs`).
 //!
 //! Every error is the engine's envelope
 //! `{"success": false, "error": {"code", "message"}, "request_id", "timestamp"}`.
+
+mod enrollment;
+mod gallery;
+mod matching;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +23,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::control::{self, CommonRespond, Rule, Sim, VendorRespond, finish, json_response};
-use crate::inbound::{self, FormError, Format, Inbound};
+use crate::faces::{self, Bbox};
+use crate::inbound::{self, FormError, Format, Inbound, Upload};
 
 const IMAGE_FIELD: &str = "image";
 const MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
@@ -106,10 +112,21 @@ pub(crate) struct CollectionsRespond {
     is_live: Option<bool>,
     #[serde(default)]
     multiple_faces_ok: bool,
+    /// Identify, verify, compare: the similarity of every pair of faces compared, instead of
+    /// the one the image hashes give.
+    #[serde(default)]
+    similarity: Option<f64>,
 }
 
 impl VendorRespond for CollectionsRespond {
     fn check(&self, common: &CommonRespond) -> Result<(), String> {
+        if let Some(similarity) = self.similarity
+            && !(similarity.is_finite() && (-1.0..=1.0).contains(&similarity))
+        {
+            return Err(format!(
+                "similarity must be within -1..=1, got {similarity}"
+            ));
+        }
         let Some(code) = &self.error_code else {
             return Ok(());
         };
@@ -130,17 +147,31 @@ struct Engine {
     sim: Arc<Sim<CollectionsRespond>>,
     /// Key → the collection it was first used with; a key serves one collection.
     bindings: Arc<Mutex<HashMap<String, String>>>,
+    gallery: Arc<gallery::Gallery>,
 }
 
-/// A fresh collections-engine simulator with its own rules, request log and key bindings.
+/// A fresh collections-engine simulator with its own rules, request log, key bindings and
+/// enrolled faces.
 pub fn router() -> Router {
     let sim = Sim::<CollectionsRespond>::new();
     let engine = Engine {
         sim: Arc::clone(&sim),
         bindings: Arc::default(),
+        gallery: Arc::default(),
     };
     Router::new()
         .route("/api/v1/collections/{id}/liveness", post(liveness))
+        .route("/api/v1/collections/{id}/faces", post(enrollment::enroll))
+        .route(
+            "/api/v1/collections/{id}/faces/batch",
+            post(enrollment::enroll_batch),
+        )
+        .route(
+            "/api/v1/collections/{id}/identify",
+            post(matching::identify),
+        )
+        .route("/api/v1/collections/{id}/verify", post(matching::verify))
+        .route("/api/v1/compare", post(matching::compare))
         .layer(DefaultBodyLimit::max(inbound::TRANSPORT_LIMIT))
         .with_state(engine)
         .merge(control::router(sim))
@@ -156,7 +187,8 @@ async fn liveness(
 ) -> Response {
     let inbound = Inbound::read(&method, &uri, &headers, form, IMAGE_FIELD).await;
     let rule = engine.sim.intake(&inbound).await;
-    let response = answer(&engine, &collection, &inbound, &rule);
+    let response =
+        answer(&engine, &collection, &inbound, &rule).unwrap_or_else(Refusal::into_response);
     finish(&rule, response)
 }
 
@@ -183,6 +215,200 @@ impl Engine {
             .or_insert_with(|| collection.to_owned())
             == collection
     }
+
+    /// The key check of every route: well formed and, for a route under a collection, bound to
+    /// it. `/api/v1/compare` names no collection, so any well-formed key passes there.
+    fn check_key(&self, inbound: &Inbound, collection: Option<&str>) -> Result<(), Refusal> {
+        match inbound.header("x-api-key") {
+            Some(key) if well_formed_key(key) => match collection {
+                Some(collection) if !self.authorize(key, collection) => Err(Refusal::with_status(
+                    StatusCode::UNAUTHORIZED,
+                    "INVALID_API_KEY",
+                    "The API key is not valid for this collection.",
+                )),
+                _ => Ok(()),
+            },
+            _ => Err(Refusal::with_status(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_API_KEY",
+                "Invalid or missing API key.",
+            )),
+        }
+    }
+}
+
+/// An error answer before it becomes the envelope: batch enrollment reports it per image.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl Refusal {
+    /// A known code at its status (400 for a code the table lacks).
+    fn new(code: &str, message: impl Into<String>) -> Refusal {
+        let status =
+            code_info(code).map_or(StatusCode::BAD_REQUEST, |(s, _)| control::status_code(s));
+        Refusal::with_status(status, code, message)
+    }
+
+    fn with_status(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn validation(message: impl Into<String>) -> Refusal {
+        Refusal::new("VALIDATION_ERROR", message)
+    }
+
+    /// `{"code", "message"}`, the `error` object of the envelope and of a batch result.
+    fn error_json(&self) -> serde_json::Value {
+        json!({ "code": self.code, "message": self.message })
+    }
+
+    fn into_response(self) -> Response {
+        error(self.status, &self.code, &self.message)
+    }
+}
+
+/// The verbatim `body` or the error a rule asks for; these win over everything the request
+/// itself would cause (README: order of evaluation).
+fn scripted(rule: &Rule<CollectionsRespond>) -> Option<Response> {
+    control::override_response(rule).or_else(|| rule_error(rule).map(Refusal::into_response))
+}
+
+/// The form could not be read at all.
+fn check_form(inbound: &Inbound) -> Result<(), Refusal> {
+    match &inbound.form_error {
+        Some(FormError::NotMultipart(_)) => Err(Refusal::validation(
+            "The request must be multipart/form-data.",
+        )),
+        Some(FormError::Malformed(reason)) => Err(Refusal::validation(format!(
+            "The multipart body could not be read: {reason}"
+        ))),
+        Some(FormError::TooLarge) => Err(too_large()),
+        None => Ok(()),
+    }
+}
+
+fn too_large() -> Refusal {
+    Refusal::new(
+        "FILE_TOO_LARGE",
+        "The image exceeds the maximum size of 10 MB.",
+    )
+}
+
+/// The documented image rules (JPEG or PNG, at least 100x100, up to 10 MB); the image's
+/// width and height when it passes.
+fn check_image(image: &Upload) -> Result<(u32, u32), Refusal> {
+    if image.bytes.len() > MAX_IMAGE_BYTES {
+        return Err(too_large());
+    }
+    match inbound::sniff(&image.bytes) {
+        Some(Format::Jpeg | Format::Png) => {}
+        _ => {
+            return Err(Refusal::new(
+                "INVALID_IMAGE",
+                "Unsupported image format; use JPEG or PNG.",
+            ));
+        }
+    }
+    let Some((width, height)) = inbound::dimensions(&image.bytes) else {
+        return Err(Refusal::new(
+            "INVALID_IMAGE",
+            "The image could not be decoded.",
+        ));
+    };
+    if width < MIN_SIDE || height < MIN_SIDE {
+        return Err(Refusal::new(
+            "INVALID_IMAGE",
+            format!(
+                "The image must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}."
+            ),
+        ));
+    }
+    Ok((width, height))
+}
+
+/// The file part `field`, required.
+fn required_file<'a>(inbound: &'a Inbound, field: &str) -> Result<&'a Upload, Refusal> {
+    inbound
+        .file(field)
+        .ok_or_else(|| Refusal::validation(format!("The {field} field is required.")))
+}
+
+/// A text field, trimmed; blank counts as absent, as a form server reads it.
+fn text<'a>(inbound: &'a Inbound, name: &str) -> Option<&'a str> {
+    inbound.field(name).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn liveness_threshold(inbound: &Inbound) -> Result<f64, Refusal> {
+    match inbound.field("liveness_threshold") {
+        None => Ok(DEFAULT_THRESHOLD),
+        Some(text) => match text.trim().parse::<f64>() {
+            Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+            _ => Err(Refusal::validation(
+                "liveness_threshold must be a number between 0 and 1.",
+            )),
+        },
+    }
+}
+
+/// What the simulated engine finds in one image: from the image's hash, unless the rule that
+/// applies to the image says otherwise.
+#[derive(Debug, Clone, Copy)]
+struct Analysis {
+    faces: u32,
+    score: f64,
+    /// The largest face.
+    bbox: Bbox,
+    confidence: f64,
+    quality: f64,
+}
+
+fn analyze(rule: &Rule<CollectionsRespond>, image: &Upload, dims: (u32, u32)) -> Analysis {
+    let common = &rule.common;
+    let seed = image.seed;
+    Analysis {
+        faces: common.face_count(),
+        score: common
+            .score
+            .unwrap_or_else(|| round4(common.liveness(&seed))),
+        bbox: common.bbox.unwrap_or_else(|| faces::default_bbox(dims)),
+        confidence: round4(0.9 + 0.0999 * seed.unit(8)),
+        quality: round4(0.6 + 0.39 * seed.unit(12)),
+    }
+}
+
+impl Analysis {
+    /// The `face` object of the engine's answers.
+    fn face_json(&self) -> serde_json::Value {
+        json!({ "bbox": self.bbox, "confidence": self.confidence })
+    }
+}
+
+fn round4(value: f64) -> f64 {
+    (value * 10_000.0).round() / 10_000.0
+}
+
+fn query_time_ms(rule: &Rule<CollectionsRespond>, image: &Upload) -> u64 {
+    rule.vendor
+        .query_time_ms
+        .unwrap_or_else(|| 10 + u64::from(image.seed.byte(28) % 20))
+}
+
+/// The success envelope, at the rule's 2xx status or `status`.
+fn success(
+    rule: &Rule<CollectionsRespond>,
+    status: StatusCode,
+    data: serde_json::Value,
+) -> Response {
+    let body = json!({ "success": true, "data": data });
+    json_response(rule.common.success_status().unwrap_or(status), &body)
 }
 
 fn answer(
@@ -190,129 +416,46 @@ fn answer(
     collection: &str,
     inbound: &Inbound,
     rule: &Rule<CollectionsRespond>,
-) -> Response {
-    if let Some(response) = control::override_response(rule) {
-        return response;
+) -> Result<Response, Refusal> {
+    if let Some(response) = scripted(rule) {
+        return Ok(response);
     }
-    if let Some(response) = rule_error(rule) {
-        return response;
-    }
-    match inbound.header("x-api-key") {
-        Some(key) if well_formed_key(key) => {
-            if !engine.authorize(key, collection) {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "INVALID_API_KEY",
-                    "The API key is not valid for this collection.",
-                );
-            }
-        }
-        _ => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "INVALID_API_KEY",
-                "Invalid or missing API key.",
-            );
-        }
-    }
-    let invalid = |code: &str, message: &str| {
-        let status =
-            code_info(code).map_or(StatusCode::BAD_REQUEST, |(s, _)| control::status_code(s));
-        error(status, code, message)
-    };
-    match &inbound.form_error {
-        Some(FormError::NotMultipart(_)) => {
-            return invalid(
-                "VALIDATION_ERROR",
-                "The request must be multipart/form-data.",
-            );
-        }
-        Some(FormError::Malformed(reason)) => {
-            return invalid(
-                "VALIDATION_ERROR",
-                &format!("The multipart body could not be read: {reason}"),
-            );
-        }
-        Some(FormError::TooLarge) => {
-            return invalid(
-                "FILE_TOO_LARGE",
-                "The image exceeds the maximum size of 10 MB.",
-            );
-        }
-        None => {}
-    }
-    let Some(image) = inbound.image() else {
-        return invalid("VALIDATION_ERROR", "The image field is required.");
-    };
-    if image.bytes.len() > MAX_IMAGE_BYTES {
-        return invalid(
-            "FILE_TOO_LARGE",
-            "The image exceeds the maximum size of 10 MB.",
-        );
-    }
-    match inbound::sniff(&image.bytes) {
-        Some(Format::Jpeg | Format::Png) => {}
-        _ => {
-            return invalid(
-                "INVALID_IMAGE",
-                "Unsupported image format; use JPEG or PNG.",
-            );
-        }
-    }
-    let Some((width, height)) = inbound::dimensions(&image.bytes) else {
-        return invalid("INVALID_IMAGE", "The image could not be decoded.");
-    };
-    if width < MIN_SIDE || height < MIN_SIDE {
-        let message = format!(
-            "The image must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}."
-        );
-        return invalid("INVALID_IMAGE", &message);
-    }
-    let threshold = match inbound.field("liveness_threshold") {
-        None => DEFAULT_THRESHOLD,
-        Some(text) => match text.trim().parse::<f64>() {
-            Ok(value) if (0.0..=1.0).contains(&value) => value,
-            _ => {
-                return invalid(
-                    "VALIDATION_ERROR",
-                    "liveness_threshold must be a number between 0 and 1.",
-                );
-            }
-        },
-    };
+    engine.check_key(inbound, Some(collection))?;
+    check_form(inbound)?;
+    let image = required_file(inbound, IMAGE_FIELD)?;
+    let dims = check_image(image)?;
+    let threshold = liveness_threshold(inbound)?;
 
-    let (common, engine_rule) = (&rule.common, &rule.vendor);
-    let faces = common.face_count();
-    if faces == 0 {
-        return invalid("FACE_NOT_DETECTED", "No face detected in the image.");
+    let engine_rule = &rule.vendor;
+    let found = analyze(rule, image, dims);
+    if found.faces == 0 {
+        return Err(no_face());
     }
-    if faces > 1 && !engine_rule.multiple_faces_ok {
-        return invalid(
-            "MULTIPLE_FACES",
-            "Multiple faces detected in the image; exactly one face is required.",
-        );
+    if found.faces > 1 && !engine_rule.multiple_faces_ok {
+        return Err(multiple_faces());
     }
-    let seed = image.seed;
-    let score = match common.score {
-        Some(score) => score,
-        None => (common.liveness(&seed) * 10_000.0).round() / 10_000.0,
-    };
-    let body = json!({
-        "success": true,
-        "data": {
-            "is_live": engine_rule.is_live.unwrap_or(score >= threshold),
-            "liveness_score": score,
-            "spoof_type": common.spoof_type.map(control::SpoofType::as_str),
-            "query_time_ms": engine_rule
-                .query_time_ms
-                .unwrap_or_else(|| 10 + u64::from(seed.byte(28) % 20)),
-        },
+    let data = json!({
+        "is_live": engine_rule.is_live.unwrap_or(found.score >= threshold),
+        "liveness_score": found.score,
+        "spoof_type": rule.common.spoof_type.map(control::SpoofType::as_str),
+        "query_time_ms": query_time_ms(rule, image),
     });
-    json_response(common.success_status().unwrap_or(StatusCode::OK), &body)
+    Ok(success(rule, StatusCode::OK, data))
+}
+
+fn no_face() -> Refusal {
+    Refusal::new("FACE_NOT_DETECTED", "No face detected in the image.")
+}
+
+fn multiple_faces() -> Refusal {
+    Refusal::new(
+        "MULTIPLE_FACES",
+        "Multiple faces detected in the image; exactly one face is required.",
+    )
 }
 
 /// The error a rule asks for through `error_code` and/or a non-2xx `status`.
-fn rule_error(rule: &Rule<CollectionsRespond>) -> Option<Response> {
+fn rule_error(rule: &Rule<CollectionsRespond>) -> Option<Refusal> {
     let (common, engine_rule) = (&rule.common, &rule.vendor);
     let status = common.error_status();
     let (status, code) = match (&engine_rule.error_code, status) {
@@ -332,7 +475,7 @@ fn rule_error(rule: &Rule<CollectionsRespond>) -> Option<Response> {
             |(_, message)| message.to_owned(),
         )
     });
-    Some(error(status, code, &message))
+    Some(Refusal::with_status(status, code, message))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

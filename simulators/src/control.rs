@@ -206,6 +206,11 @@ impl<E> Rule<E> {
             Some(wanted) => sha256 == Some(wanted.as_str()),
         }
     }
+
+    /// Whether the rule names one image (`match.image_sha256`) rather than every request.
+    pub(crate) fn is_image_specific(&self) -> bool {
+        self.image_sha256.is_some()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,20 +318,46 @@ impl<E: VendorRespond> Sim<E> {
     /// none matches.
     pub(crate) async fn intake(&self, inbound: &Inbound) -> Rule<E> {
         let sha256 = inbound.image().map(|upload| upload.sha256_hex.as_str());
+        self.intake_for(inbound, sha256).await
+    }
+
+    /// [`Sim::intake`] with the request's rule matched against `sha256` rather than the image
+    /// part's hash; `None` (a batch of images) leaves only the rules without `match`.
+    pub(crate) async fn intake_for(&self, inbound: &Inbound, sha256: Option<&str>) -> Rule<E> {
         let rule = {
             let mut inner = self.lock();
             inner.requests.push(inbound.log_entry());
-            take_rule(&mut inner.rules, sha256)
+            take_rule(&mut inner.rules, |rule| rule.matches(sha256))
         };
         if let Some(delay) = rule.common.delay_ms {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         rule
     }
+
+    /// The newest rule naming exactly this image (`match.image_sha256`), for the images of a
+    /// request beyond the one [`Sim::intake`] matched on: the second image of a pair, each
+    /// image of a batch. Uses up one of its `times` and waits its `delay_ms`, as `intake` does.
+    pub(crate) async fn image_rule(&self, sha256: &str) -> Option<Rule<E>> {
+        let rule = take_rule(&mut self.lock().rules, |rule| {
+            rule.image_sha256.as_deref() == Some(sha256)
+        });
+        if rule.id == 0 {
+            return None;
+        }
+        if let Some(delay) = rule.common.delay_ms {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        Some(rule)
+    }
 }
 
-fn take_rule<E: Clone + Default>(rules: &mut Vec<Rule<E>>, sha256: Option<&str>) -> Rule<E> {
-    let Some(index) = rules.iter().rposition(|rule| rule.matches(sha256)) else {
+/// Stored rules have ids from 1, so the default rule's id 0 means "none matched".
+fn take_rule<E: Clone + Default>(
+    rules: &mut Vec<Rule<E>>,
+    wanted: impl Fn(&Rule<E>) -> bool,
+) -> Rule<E> {
+    let Some(index) = rules.iter().rposition(wanted) else {
         return Rule::default();
     };
     let rule = &mut rules[index];
@@ -495,9 +526,10 @@ mod tests {
         let mut rules =
             vec![parse_rule::<NoExtra>(br#"{"respond": {"score": 0.5}, "times": 2}"#).unwrap()];
         rules[0].id = 1;
-        assert_eq!(take_rule(&mut rules, None).id, 1);
-        assert_eq!(take_rule(&mut rules, None).id, 1);
-        assert_eq!(take_rule(&mut rules, None).id, 0);
+        let any = |rule: &Rule<NoExtra>| rule.matches(None);
+        assert_eq!(take_rule(&mut rules, any).id, 1);
+        assert_eq!(take_rule(&mut rules, any).id, 1);
+        assert_eq!(take_rule(&mut rules, any).id, 0);
         assert!(rules.is_empty());
     }
 }

@@ -46,8 +46,13 @@ pub(crate) struct Inbound {
     headers: BTreeMap<String, String>,
     pub fields: BTreeMap<String, String>,
     pub files: BTreeMap<String, Upload>,
+    /// Every file part in the order sent, repeats included (`files` keeps the last of each
+    /// name): batch enrollment sends `images` once per image.
+    pub uploads: Vec<(String, Upload)>,
     pub form_error: Option<FormError>,
     image_field: &'static str,
+    /// Other fields read as files even without a filename.
+    file_fields: &'static [&'static str],
 }
 
 impl Inbound {
@@ -60,6 +65,19 @@ impl Inbound {
         form: Result<Multipart, MultipartRejection>,
         image_field: &'static str,
     ) -> Self {
+        Self::read_with_files(method, uri, headers, form, image_field, &[]).await
+    }
+
+    /// [`Inbound::read`] for routes with several image parts (`image_a` and `image_b`,
+    /// repeated `images`): each of `file_fields` is kept as a file like `image_field`.
+    pub(crate) async fn read_with_files(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        form: Result<Multipart, MultipartRejection>,
+        image_field: &'static str,
+        file_fields: &'static [&'static str],
+    ) -> Self {
         let mut inbound = Inbound {
             received_at: Utc::now(),
             method: method.as_str().to_owned(),
@@ -67,8 +85,10 @@ impl Inbound {
             headers: flatten_headers(headers),
             fields: BTreeMap::new(),
             files: BTreeMap::new(),
+            uploads: Vec::new(),
             form_error: None,
             image_field,
+            file_fields,
         };
         match form {
             Ok(multipart) => inbound.read_parts(multipart).await,
@@ -104,7 +124,10 @@ impl Inbound {
                 }
             };
             // Repeated names: the last one wins, as with Django's `QueryDict.get`.
-            if filename.is_some() || name == self.image_field {
+            if filename.is_some()
+                || name == self.image_field
+                || self.file_fields.contains(&name.as_str())
+            {
                 let seed = Seed(Sha256::digest(&bytes).into());
                 let upload = Upload {
                     sha256_hex: hex::encode(seed.0),
@@ -113,6 +136,7 @@ impl Inbound {
                     content_type,
                     filename,
                 };
+                self.uploads.push((name.clone(), upload.clone()));
                 self.files.insert(name, upload);
             } else {
                 self.fields
@@ -123,6 +147,11 @@ impl Inbound {
 
     pub(crate) fn image(&self) -> Option<&Upload> {
         self.files.get(self.image_field)
+    }
+
+    /// The file part named `name` (the last one when it repeats).
+    pub(crate) fn file(&self, name: &str) -> Option<&Upload> {
+        self.files.get(name)
     }
 
     /// A header's value; repeated headers come joined with `", "`.

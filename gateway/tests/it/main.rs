@@ -1,6 +1,7 @@
 //! HTTP-level tests: requests in, rows in the database and HTTP out.
 
 mod cli;
+mod collections_sim;
 mod credits;
 mod demo;
 mod duplicates;

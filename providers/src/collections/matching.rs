@@ -1,7 +1,8 @@
 //! The collections engine's face-matching calls, beside the liveness check the `Provider`
 //! trait covers: enroll (`POST .../faces`), identify, verify and compare (`UPSTREAMS.md`).
 //! Errors use the same classification as the liveness call; a 409 is
-//! `DUPLICATE_EXTERNAL_ID`, a caller mistake ([`ErrorKind::BadInput`]).
+//! `DUPLICATE_EXTERNAL_ID` and a 404 `FACE_NOT_FOUND` names a face the collection lacks, both
+//! caller mistakes ([`ErrorKind::BadInput`]). Any other 404 keeps the liveness call's reading.
 
 use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
@@ -53,6 +54,14 @@ pub struct Compared {
 #[derive(Deserialize)]
 struct Matches {
     matches: Vec<FaceMatch>,
+}
+
+/// The error envelope's `error.code`, when the body is one.
+fn error_code(body: &str) -> Option<String> {
+    serde_json::from_str::<wire::Envelope>(body)
+        .ok()?
+        .error?
+        .code
 }
 
 fn image_part(image: &ImageInput, name: &str) -> Result<Part, ProviderError> {
@@ -109,6 +118,11 @@ impl Collections {
                 ProviderError::new(
                     ErrorKind::BadInput,
                     "DUPLICATE_EXTERNAL_ID: the external_id is taken in the collection",
+                )
+            } else if status == 404 && error_code(&body).as_deref() == Some("FACE_NOT_FOUND") {
+                ProviderError::new(
+                    ErrorKind::BadInput,
+                    "FACE_NOT_FOUND: no such face in the collection",
                 )
             } else {
                 classify_error(status, &body)
