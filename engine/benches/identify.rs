@@ -1,7 +1,8 @@
 //! Identify latency at 1k, 10k and 100k enrolled faces: one query against a collection of
-//! synthetic unit vectors (`livegate_engine::synthetic`: 128-d Gaussian directions), through
-//! the exact scan and through the in-process HNSW graph. Each query is an enrolled face seen
-//! again: its vector plus noise, at cosine ~0.95 to it (a same-person score of this model).
+//! synthetic embeddings (`livegate_engine::synthetic`), through the exact scan and through the
+//! in-process HNSW graph. `LIVEGATE_BENCH_DATA=face_like` (default: shaped like this model's
+//! embeddings) or `gaussian` (independent directions, the worst case for a graph). Each query
+//! is an enrolled face seen again, at a same-person score of this model (~0.95).
 //! The pgvector column of the README's table comes from livegate's `identify_pgvector` bench,
 //! on the same vectors.
 //!
@@ -21,12 +22,15 @@ use uuid::Uuid;
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const QUERIES: usize = 200;
 
+static DATA: LazyLock<synthetic::Data> = LazyLock::new(synthetic::Data::from_env);
+
 fn build(n: usize, exact_below: usize) -> FaceIndex {
     let opts = IndexOptions {
         exact_below,
         ..IndexOptions::default()
     };
-    let faces = synthetic::collection(n)
+    let faces = DATA
+        .collection(n)
         .into_iter()
         .enumerate()
         .map(|(i, v)| (Uuid::from_u128(i as u128), v));
@@ -49,7 +53,7 @@ static GRAPH: LazyLock<Vec<(FaceIndex, f64)>> = LazyLock::new(|| {
 static PROBES: LazyLock<Vec<Vec<Vec<f32>>>> = LazyLock::new(|| {
     SIZES
         .iter()
-        .map(|&n| synthetic::probes(&synthetic::collection(n), QUERIES))
+        .map(|&n| DATA.probes(&DATA.collection(n), QUERIES))
         .collect()
 });
 
@@ -78,8 +82,12 @@ fn hnsw_top10(bencher: Bencher, n: usize) {
 }
 
 fn main() {
+    println!("data: {}", DATA.name());
     divan::main();
-    println!("\nHNSW (M=16, ef_construction=200, ef_search=128) against the exact scan:");
+    println!(
+        "\nHNSW (M=16, ef_construction=200, ef_search=128) against the exact scan, {} data:",
+        DATA.name()
+    );
     println!("| faces | build (s) | recall@1 | recall@10 |");
     for (i, &n) in SIZES.iter().enumerate() {
         let (graph, secs) = &GRAPH[i];

@@ -8,7 +8,8 @@
 //! `cargo bench --profile dev -p livegate --bench identify_pgvector` (Postgres with pgvector
 //! from `LIVEGATE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`; a
 //! fresh schema per run, dropped at the end). `LIVEGATE_BENCH_SIZES` (default
-//! `1000,10000,100000`) and `LIVEGATE_BENCH_QUERIES` (default 200) change the run.
+//! `1000,10000,100000`), `LIVEGATE_BENCH_QUERIES` (default 200) and `LIVEGATE_BENCH_DATA`
+//! (`face_like`, the default, or `gaussian`) change the run.
 
 use std::time::{Duration, Instant};
 
@@ -114,6 +115,7 @@ async fn main() {
         .first()
         .copied()
         .unwrap_or(200);
+    let data = synthetic::Data::from_env();
     let schema = format!("lg_bench_{}", Uuid::new_v4().simple());
     let store = PgStore::connect_in_schema(&url, &schema)
         .await
@@ -155,13 +157,16 @@ async fn main() {
         .await
         .expect("pool");
 
-    println!("pgvector HNSW (m=16, ef_construction=64, ef_search=128, iterative scan), top 10:");
+    println!(
+        "pgvector HNSW (m=16, ef_construction=64, ef_search=128, iterative scan), top 10, {} data:",
+        data.name()
+    );
     println!(
         "| faces | index build (s) | median (ms) | p95 (ms) | fastest (ms) | recall@1 | recall@10 |"
     );
     for &n in &sizes {
-        let vectors = synthetic::collection(n);
-        let probes = synthetic::probes(&vectors, queries);
+        let vectors = data.collection(n);
+        let probes = data.probes(&vectors, queries);
         let (ids, built) = load(&pool, &ext_schema, n, &vectors).await;
         let exact = FaceIndex::build(
             EMBEDDING_DIM,

@@ -47,7 +47,7 @@ enum Command {
         /// Face sets (collections, a tenant's approved faces) of fewer faces are searched
         /// exactly; larger ones through an index (pgvector on a Postgres that has it, else an
         /// in-process HNSW graph).
-        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 20_000)]
+        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 100_000)]
         exact_search_below: usize,
     },
     /// Tenant credits.
@@ -106,7 +106,7 @@ enum EngineCommand {
         /// Face sets (collections, a tenant's approved faces) of fewer faces are searched
         /// exactly; larger ones through an index (pgvector on a Postgres that has it, else an
         /// in-process HNSW graph).
-        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 20_000)]
+        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 100_000)]
         exact_search_below: usize,
     },
     /// API keys of collections.
