@@ -424,8 +424,13 @@ async fn unauthenticated_requests_leave_no_row(h: Harness) {
     let r = h.liveness("not-a-key", "image", jpeg(12), &[]).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["code"], "unauthorized");
-    let resp = h
-        .client
+    // A fresh connection: the 401 above left before its body was read, so the server closes
+    // that connection, and reusing it from the pool races the close (broken pipe).
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let resp = fresh
         .post(format!("{}/v1/liveness", h.base))
         .send()
         .await
