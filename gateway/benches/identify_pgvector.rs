@@ -13,18 +13,13 @@
 
 use std::time::{Duration, Instant};
 
-use livegate::store::{PgStore, Store};
+use livegate::store::{PgStore, Store, vector_literal};
 use livegate_engine::search::{FaceIndex, IndexOptions};
 use livegate_engine::server::{FaceStore, embedding_to_bytes};
 use livegate_engine::{EMBEDDING_DIM, synthetic};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
-
-fn vector_text(v: &[f32]) -> String {
-    let parts: Vec<String> = v.iter().map(f32::to_string).collect();
-    format!("[{}]", parts.join(","))
-}
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(name)
@@ -63,7 +58,7 @@ async fn load(
             |(mut a, mut b, mut c), (id, v)| {
                 a.push(**id);
                 b.push(embedding_to_bytes(v));
-                c.push(vector_text(v));
+                c.push(vector_literal(v));
                 (a, b, c)
             },
         );

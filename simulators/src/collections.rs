@@ -186,10 +186,46 @@ async fn liveness(
     form: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let inbound = Inbound::read(&method, &uri, &headers, form, IMAGE_FIELD).await;
-    let rule = engine.sim.intake(&inbound).await;
-    let response =
-        answer(&engine, &collection, &inbound, &rule).unwrap_or_else(Refusal::into_response);
+    collection_route(&engine, &collection, &inbound, answer).await
+}
+
+/// What a route of one collection answers once the request is admitted ([`admit`]).
+type Answer = fn(&Engine, &str, &Inbound, &Rule<CollectionsRespond>) -> Result<Response, Refusal>;
+
+/// The frame of a route of one collection with one image: the rule the image matches, a
+/// scripted answer or the key and form checks, the route's own answer (or its refusal), and
+/// the rule's delay and headers.
+async fn collection_route(
+    engine: &Engine,
+    collection: &str,
+    inbound: &Inbound,
+    answer: Answer,
+) -> Response {
+    let rule = engine.sim.intake(inbound).await;
+    let response = match admit(engine, inbound, &rule, Some(collection)) {
+        Ok(Some(scripted)) => scripted,
+        Ok(None) => {
+            answer(engine, collection, inbound, &rule).unwrap_or_else(Refusal::into_response)
+        }
+        Err(refusal) => refusal.into_response(),
+    };
     finish(&rule, response)
+}
+
+/// What every route checks first, in this order: a scripted answer (`Some`), the key (bound
+/// to `collection` when one is given) and the form's transport errors.
+fn admit(
+    engine: &Engine,
+    inbound: &Inbound,
+    rule: &Rule<CollectionsRespond>,
+    collection: Option<&str>,
+) -> Result<Option<Response>, Refusal> {
+    if let Some(response) = scripted(rule) {
+        return Ok(Some(response));
+    }
+    engine.check_key(inbound, collection)?;
+    check_form(inbound)?;
+    Ok(None)
 }
 
 /// `fr_live_` or `fr_test_` and 32 lowercase hex digits.
@@ -411,17 +447,13 @@ fn success(
     json_response(rule.common.success_status().unwrap_or(status), &body)
 }
 
+/// The liveness check of an admitted request (the key already named the collection).
 fn answer(
-    engine: &Engine,
-    collection: &str,
+    _engine: &Engine,
+    _collection: &str,
     inbound: &Inbound,
     rule: &Rule<CollectionsRespond>,
 ) -> Result<Response, Refusal> {
-    if let Some(response) = scripted(rule) {
-        return Ok(response);
-    }
-    engine.check_key(inbound, Some(collection))?;
-    check_form(inbound)?;
     let image = required_file(inbound, IMAGE_FIELD)?;
     let dims = check_image(image)?;
     let threshold = liveness_threshold(inbound)?;

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use pgvector::literal as vector_literal;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

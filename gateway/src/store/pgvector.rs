@@ -53,8 +53,9 @@ impl Pgvector {
     }
 }
 
-/// A vector's text form, `[x1,x2,...]` (Rust's shortest round-trip decimals).
-pub(crate) fn literal(v: &[f32]) -> String {
+/// A vector's text form, `[x1,x2,...]` (Rust's shortest round-trip decimals), as pgvector
+/// reads it.
+pub fn literal(v: &[f32]) -> String {
     let mut s = String::with_capacity(v.len() * 12 + 2);
     s.push('[');
     for (i, x) in v.iter().enumerate() {

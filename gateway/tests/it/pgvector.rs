@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
-use livegate::store::PgStore;
+use livegate::store::{PgStore, vector_literal};
 use livegate_engine::search::IndexOptions;
 use livegate_engine::server::{FaceRecord, FaceStore, ServerOptions};
-use livegate_engine::{EMBEDDING_DIM, cosine, normalize};
+use livegate_engine::synthetic::gaussian_units;
+use livegate_engine::{cosine, normalize};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
@@ -53,23 +54,6 @@ async fn pg_with_vector() -> Option<(PgStore, PgPool)> {
     Some((store, pool))
 }
 
-/// Deterministic unit vectors (xorshift), no RNG crate needed.
-fn units(n: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut s = seed.max(1);
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-    };
-    (0..n)
-        .map(|_| {
-            let v: Vec<f32> = (0..EMBEDDING_DIM).map(|_| next()).collect();
-            normalize(&v).unwrap_or(v)
-        })
-        .collect()
-}
-
 fn face(collection: &str, embedding: Vec<f32>) -> FaceRecord {
     FaceRecord {
         id: Uuid::now_v7(),
@@ -91,7 +75,7 @@ async fn embeddings_are_indexed_and_searched_in_postgres() {
     let Some((store, pool)) = pg_with_vector().await else {
         return;
     };
-    let (a, b) = (units(300, 3), units(300, 5));
+    let (a, b) = (gaussian_units(300, 3), gaussian_units(300, 5));
     let mut ids = Vec::new();
     for (collection, vectors) in [("a", &a), ("b", &b)] {
         store.create_collection(collection).await.expect("create");
@@ -113,7 +97,7 @@ async fn embeddings_are_indexed_and_searched_in_postgres() {
 
     // A noisy copy of each of 20 enrolled faces finds that face first, only in its collection,
     // with the exact cosine similarity.
-    let noise = units(20, 11);
+    let noise = gaussian_units(20, 11);
     for (q, n) in noise.iter().enumerate() {
         let i = q * 15;
         let mixed: Vec<f32> = a[i].iter().zip(n).map(|(x, y)| x + 0.3 * y).collect();
@@ -155,7 +139,7 @@ async fn embeddings_are_indexed_and_searched_in_postgres() {
     let plan: Vec<String> = sqlx::query(&format!(
         "EXPLAIN SELECT id FROM faces WHERE collection_id = 'a' \
          ORDER BY embedding_vec OPERATOR(\"{schema}\".<=>) '{}'::text::\"{schema}\".vector LIMIT 5",
-        vector_text(&a[0])
+        vector_literal(&a[0])
     ))
     .fetch_all(&mut *tx)
     .await
@@ -167,11 +151,6 @@ async fn embeddings_are_indexed_and_searched_in_postgres() {
         plan.iter().any(|l| l.contains("faces_embedding_hnsw")),
         "{plan:#?}"
     );
-}
-
-fn vector_text(v: &[f32]) -> String {
-    let parts: Vec<String> = v.iter().map(f32::to_string).collect();
-    format!("[{}]", parts.join(","))
 }
 
 fn search_opts(exact_below: usize) -> ServerOptions {

@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 
 use super::gallery::StoredFace;
 use super::{
-    CollectionsRespond, Engine, IMAGE_FIELD, Refusal, analyze, check_form, check_image,
-    liveness_threshold, multiple_faces, no_face, required_file, rule_error, scripted, success,
-    text,
+    CollectionsRespond, Engine, IMAGE_FIELD, Refusal, admit, analyze, check_image,
+    collection_route, liveness_threshold, multiple_faces, no_face, required_file, rule_error,
+    success, text,
 };
 use crate::control::{Rule, finish};
 use crate::inbound::{Inbound, Upload};
@@ -49,10 +49,7 @@ pub(super) async fn enroll(
     form: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let inbound = Inbound::read(&method, &uri, &headers, form, IMAGE_FIELD).await;
-    let rule = engine.sim.intake(&inbound).await;
-    let response =
-        enroll_answer(&engine, &collection, &inbound, &rule).unwrap_or_else(Refusal::into_response);
-    finish(&rule, response)
+    collection_route(&engine, &collection, &inbound, enroll_answer).await
 }
 
 fn enroll_answer(
@@ -61,11 +58,6 @@ fn enroll_answer(
     inbound: &Inbound,
     rule: &Rule<CollectionsRespond>,
 ) -> Result<Response, Refusal> {
-    if let Some(response) = scripted(rule) {
-        return Ok(response);
-    }
-    engine.check_key(inbound, Some(collection))?;
-    check_form(inbound)?;
     let enrollment = Enrollment {
         threshold: liveness_threshold(inbound)?,
         check_liveness: flag(inbound, "check_liveness", true)?,
@@ -194,11 +186,9 @@ async fn batch_answer(
     inbound: &Inbound,
     rule: &Rule<CollectionsRespond>,
 ) -> Result<Response, Refusal> {
-    if let Some(response) = scripted(rule) {
+    if let Some(response) = admit(engine, inbound, rule, Some(collection))? {
         return Ok(response);
     }
-    engine.check_key(inbound, Some(collection))?;
-    check_form(inbound)?;
     let images: Vec<&Upload> = inbound
         .uploads
         .iter()

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::gallery::{self, FaceKey};
 use super::{
     Analysis, CollectionsRespond, Engine, IMAGE_FIELD, Refusal, analyze, check_form, check_image,
-    no_face, query_time_ms, required_file, rule_error, scripted, success, text,
+    collection_route, no_face, query_time_ms, required_file, rule_error, scripted, success, text,
 };
 use crate::control::{Rule, finish};
 use crate::inbound::{Inbound, Upload};
@@ -75,10 +75,7 @@ pub(super) async fn identify(
     form: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let inbound = Inbound::read(&method, &uri, &headers, form, IMAGE_FIELD).await;
-    let rule = engine.sim.intake(&inbound).await;
-    let response = identify_answer(&engine, &collection, &inbound, &rule)
-        .unwrap_or_else(Refusal::into_response);
-    finish(&rule, response)
+    collection_route(&engine, &collection, &inbound, identify_answer).await
 }
 
 fn identify_answer(
@@ -87,11 +84,6 @@ fn identify_answer(
     inbound: &Inbound,
     rule: &Rule<CollectionsRespond>,
 ) -> Result<Response, Refusal> {
-    if let Some(response) = scripted(rule) {
-        return Ok(response);
-    }
-    engine.check_key(inbound, Some(collection))?;
-    check_form(inbound)?;
     let k = top_k(inbound)?;
     let threshold = match_threshold(inbound)?;
     let image = required_file(inbound, IMAGE_FIELD)?;
@@ -143,10 +135,7 @@ pub(super) async fn verify(
     form: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let inbound = Inbound::read(&method, &uri, &headers, form, IMAGE_FIELD).await;
-    let rule = engine.sim.intake(&inbound).await;
-    let response =
-        verify_answer(&engine, &collection, &inbound, &rule).unwrap_or_else(Refusal::into_response);
-    finish(&rule, response)
+    collection_route(&engine, &collection, &inbound, verify_answer).await
 }
 
 fn verify_answer(
@@ -155,11 +144,6 @@ fn verify_answer(
     inbound: &Inbound,
     rule: &Rule<CollectionsRespond>,
 ) -> Result<Response, Refusal> {
-    if let Some(response) = scripted(rule) {
-        return Ok(response);
-    }
-    engine.check_key(inbound, Some(collection))?;
-    check_form(inbound)?;
     let threshold = match_threshold(inbound)?;
     let key = match (text(inbound, "face_id"), text(inbound, "external_id")) {
         (Some(id), None) => FaceKey::FaceId(id),
