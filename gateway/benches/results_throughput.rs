@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use livegate::credits::Writers;
 use livegate::store::ledger::{ReserveOutcome, ReserveRequest, ResultWrite, Settlement};
+use livegate::store::writers::Writers;
 use livegate::store::{AttemptRecord, DynStore, PgStore, VerificationRecord};
 use uuid::Uuid;
 
@@ -112,14 +112,15 @@ async fn run(store: DynStore, grouped: bool, seconds: u64, concurrency: usize) -
         (u64, u64, f64),
     >::new()));
     let b = batches.clone();
-    let observer: livegate::group_commit::BatchObserver = Arc::new(move |name, size, took| {
-        if let Ok(mut m) = b.lock() {
-            let e = m.entry(name).or_default();
-            e.0 += 1;
-            e.1 += size as u64;
-            e.2 += took.as_secs_f64();
-        }
-    });
+    let observer: livegate::store::group_commit::BatchObserver =
+        Arc::new(move |name, size, took| {
+            if let Ok(mut m) = b.lock() {
+                let e = m.entry(name).or_default();
+                e.0 += 1;
+                e.1 += size as u64;
+                e.2 += took.as_secs_f64();
+            }
+        });
     let writers = grouped.then(|| Writers::spawn(&store, Some(observer)));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

@@ -1,28 +1,16 @@
 //! livegate: one endpoint for passive face-liveness checks, routed per tenant to Didit,
 //! Kairos, a collections engine or the built-in engine, with one normalized verdict.
+//!
+//! The modules follow a request (see `docs/architecture.md`): [`cli`] starts the server,
+//! [`http`] is the edge, [`check`] runs one verification stage by stage on the [`runtime`]
+//! built from the [`config`], and [`store`] keeps every result. [`telemetry`] and [`error`]
+//! serve all of them.
 
-pub mod api;
-pub mod app;
+pub mod check;
+pub mod cli;
 pub mod config;
-pub mod credits;
-pub mod demo;
-pub mod embedded;
-pub mod group_commit;
-pub mod idempotency;
-pub mod identity;
-pub mod intake;
-pub mod keys;
-pub mod metrics;
-pub mod models;
-pub mod openapi;
-pub mod policy;
-pub mod problem;
-pub mod ratelimit;
-pub mod reload;
-pub mod resilience;
-pub mod routing;
+pub mod error;
+pub mod http;
 pub mod runtime;
-pub mod server_timing;
 pub mod store;
 pub mod telemetry;
-pub mod verify;

@@ -3,7 +3,7 @@
 //! own engine server, which speaks the same contract. Its face-matching calls (enroll,
 //! identify, verify, compare) are in `collections/matching.rs`.
 //!
-//! Contract: `../shared/seeds/collections-engine-liveness.txt` plus `UPSTREAMS.md`: the
+//! Contract: the collections engine's liveness document plus its public docs (`docs/providers.md`): the
 //! `{success, error: {code, message}, request_id}` envelope, JPEG/PNG only, and 422 codes that
 //! describe the face rather than a broken request.
 

@@ -1,7 +1,7 @@
 //! Didit passive liveness (`POST {base}/v3/passive-liveness/`).
 //!
-//! Contract: `../shared/seeds/didit-passive-liveness.txt` plus the variants listed in
-//! `UPSTREAMS.md` (integer or float scores, 0-100 quality and luminance, several DRF error
+//! Contract: Didit's passive-liveness document plus the variants its public docs show
+//! (`docs/providers.md`) (integer or float scores, 0-100 quality and luminance, several DRF error
 //! body styles, and a 403 that means either "bad key" or "out of credits").
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Kairos liveness verification (`POST {base}{path}`, path `/v0.2/liveness-verification` by
 //! default, `/v0.1/...` on older accounts).
 //!
-//! Contract: `../shared/seeds/kairos-liveness.txt` plus the variants listed in `UPSTREAMS.md`:
+//! Contract: Kairos's liveness document plus the variants its public docs show (`docs/providers.md`):
 //! two header spellings, HTTP 200 or 201, two body shapes for the image size, an undocumented
 //! `response_code`, integer or float confidences, and no documented error body.
 

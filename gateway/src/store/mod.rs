@@ -2,6 +2,7 @@
 //! chosen by the URL scheme. Both pass the same conformance suite (`tests/store_conformance.rs`).
 
 pub mod faces;
+pub mod group_commit;
 pub mod identity;
 pub mod ledger;
 mod pgvector;
@@ -9,6 +10,7 @@ mod postgres;
 mod postgres_ledger;
 mod sqlite;
 mod sqlite_ledger;
+pub mod writers;
 
 use std::sync::Arc;
 

@@ -64,7 +64,8 @@ impl Engine {
 }
 
 fn input(bytes: Vec<u8>) -> ImageInput {
-    livegate::intake::decode(bytes.into(), &livegate::config::Limits::default()).expect("decode")
+    livegate::check::intake::decode(bytes.into(), &livegate::config::Limits::default())
+        .expect("decode")
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -6,8 +6,8 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use livegate::app::{AppState, router as gateway_router};
 use livegate::config::{Config, KeyHash};
+use livegate::http::{AppState, router as gateway_router};
 use livegate::runtime::Runtime;
 use livegate::store::{PgStore, SqliteStore, Store};
 use livegate_engine::server::{
@@ -125,7 +125,7 @@ impl Srv {
                 Err(e) => panic!("bind: {e}"),
             }
         }
-        let engine = livegate::embedded::engine(std::path::Path::new(&models_dir()))
+        let engine = livegate::runtime::engine::engine(std::path::Path::new(&models_dir()))
             .unwrap_or_else(|e| panic!("{e} (set LIVEGATE_MODELS_DIR)"));
         let app = router(engine, store.clone(), opts);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1015,7 +1015,8 @@ tenants:
         (name == "TEST_ENGINE_KEY").then(|| KEY.to_owned())
     })
     .expect("config");
-    let runtime = Runtime::build(config, Some(&livegate::embedded::factory)).expect("runtime");
+    let runtime =
+        Runtime::build(config, Some(&livegate::runtime::engine::factory)).expect("runtime");
     let state = AppState::new(runtime, gateway_store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -363,7 +363,7 @@ async fn batch_enrollment_is_partial(backend: Backend) {
 
 fn input(bytes: Vec<u8>) -> ImageInput {
     let limits = livegate::config::Limits::default();
-    livegate::intake::decode(bytes.into(), &limits).expect("decode")
+    livegate::check::intake::decode(bytes.into(), &limits).expect("decode")
 }
 
 /// livegate's `kind: collections` adapter against the engine server.

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use livegate::app::{AppState, router};
 use livegate::config::{Config, KeyHash};
+use livegate::http::{AppState, router};
 use livegate::runtime::Runtime;
 use livegate::store::{self, DynStore, PgStore};
 use serde_json::{Value, json};
@@ -170,7 +170,7 @@ impl Harness {
         .expect("test config");
         let runtime = Runtime::build(config, None).expect("runtime");
         let mut state = AppState::new(runtime, store.clone());
-        state.identity = std::sync::Arc::new(livegate::identity::Identity::new(search));
+        state.identity = std::sync::Arc::new(livegate::check::faces::Identity::new(search));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -9,6 +9,7 @@ mod engine_server;
 mod equivalence;
 mod face_matching;
 pub mod harness;
+mod layout;
 mod liveness;
 mod log_secrets;
 mod metrics;

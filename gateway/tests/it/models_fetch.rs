@@ -43,26 +43,26 @@ fn temp_dir() -> PathBuf {
 async fn fetch_downloads_verifies_and_the_engine_loads_the_result() {
     let base = mirror(None).await;
     let dir = temp_dir();
-    let m = livegate::models::manifest().expect("manifest");
-    let report = livegate::models::fetch(&m, &dir, Some(&base))
+    let m = livegate::cli::models::manifest().expect("manifest");
+    let report = livegate::cli::models::fetch(&m, &dir, Some(&base))
         .await
         .expect("fetch");
     assert_eq!(report.len(), m.files.len());
     assert!(
         report
             .iter()
-            .all(|r| matches!(r, livegate::models::Fetched::Downloaded(_)))
+            .all(|r| matches!(r, livegate::cli::models::Fetched::Downloaded(_)))
     );
     livegate_engine::verify_models(&dir).expect("fetched models verify");
 
     // A second run finds everything in place and downloads nothing.
-    let again = livegate::models::fetch(&m, &dir, Some("http://127.0.0.1:9/unreachable"))
+    let again = livegate::cli::models::fetch(&m, &dir, Some("http://127.0.0.1:9/unreachable"))
         .await
         .expect("fetch");
     assert!(
         again
             .iter()
-            .all(|r| matches!(r, livegate::models::Fetched::AlreadyPresent(_)))
+            .all(|r| matches!(r, livegate::cli::models::Fetched::AlreadyPresent(_)))
     );
 }
 
@@ -70,8 +70,8 @@ async fn fetch_downloads_verifies_and_the_engine_loads_the_result() {
 async fn a_corrupted_download_is_refused_and_not_installed() {
     let base = mirror(Some("MiniFASNetV2.onnx")).await;
     let dir = temp_dir();
-    let m = livegate::models::manifest().expect("manifest");
-    let err = livegate::models::fetch(&m, &dir, Some(&base))
+    let m = livegate::cli::models::manifest().expect("manifest");
+    let err = livegate::cli::models::fetch(&m, &dir, Some(&base))
         .await
         .expect_err("must fail");
     let msg = err.to_string();
@@ -85,8 +85,8 @@ async fn a_corrupted_download_is_refused_and_not_installed() {
 
 #[tokio::test]
 async fn files_without_a_public_url_need_a_mirror() {
-    let m = livegate::models::manifest().expect("manifest");
-    let err = livegate::models::fetch(&m, &temp_dir(), None)
+    let m = livegate::cli::models::manifest().expect("manifest");
+    let err = livegate::cli::models::fetch(&m, &temp_dir(), None)
         .await
         .expect_err("must fail");
     assert!(err.to_string().contains("--base-url"), "{err}");

@@ -4,7 +4,7 @@
 fn checked_in_openapi_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
     let on_disk = std::fs::read_to_string(path).expect("openapi.yaml at the repository root");
-    let generated = livegate::openapi::yaml();
+    let generated = livegate::http::openapi::yaml();
     assert!(
         on_disk == generated,
         "openapi.yaml is stale: run `cargo run -p livegate -- openapi > openapi.yaml`"

@@ -1,5 +1,5 @@
 //! The collections engine's face-matching calls, beside the liveness check the `Provider`
-//! trait covers: enroll (`POST .../faces`), identify, verify and compare (`UPSTREAMS.md`).
+//! trait covers: enroll (`POST .../faces`), identify, verify and compare (`docs/providers.md`).
 //! Errors use the same classification as the liveness call; a 409 is
 //! `DUPLICATE_EXTERNAL_ID` and a 404 `FACE_NOT_FOUND` names a face the collection lacks, both
 //! caller mistakes ([`ErrorKind::BadInput`]). Any other 404 keeps the liveness call's reading.

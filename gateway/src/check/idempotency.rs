@@ -1,0 +1,116 @@
+//! `Idempotency-Key` on `POST /v1/liveness`: the first request with a key runs; a repeat with
+//! the same request replays its stored answer (same id, no charge, no upstream call); a repeat
+//! with a different request is refused (422); a repeat while the first still runs waits for it,
+//! up to a bound (then 409). Only verdicts are kept: a request that failed releases its key, so
+//! retrying it runs again. Keys live 24 hours.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::store::DynStore;
+use crate::store::ledger::{IdemClaim, IdemClaimRequest};
+
+pub const HEADER: &str = "idempotency-key";
+pub const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const POLL: Duration = Duration::from_millis(25);
+
+/// The caller's key, checked: 1-255 visible ASCII characters.
+pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or_default();
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyInvalid,
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// What the request means, independent of its framing (a multipart boundary differs between
+/// two sends of the same selfie).
+pub fn fingerprint(parts: &[(&str, String)]) -> String {
+    let mut h = Sha256::new();
+    for (name, value) in parts {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(value.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+pub enum Begin {
+    /// This request holds the key and runs.
+    Run,
+    /// Replay the answer stored for the key.
+    Replay { status: StatusCode, body: String },
+}
+
+fn mismatch() -> ApiError {
+    ApiError::new(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used with a different request",
+    )
+}
+
+pub async fn begin(
+    store: &DynStore,
+    tenant_id: &str,
+    key: &str,
+    request_hash: &str,
+    lock_for: Duration,
+    wait: Duration,
+) -> Result<Begin, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = Utc::now();
+        let req = IdemClaimRequest {
+            tenant_id: tenant_id.to_owned(),
+            key: key.to_owned(),
+            request_hash: request_hash.to_owned(),
+            locked_until: now + chrono::Duration::from_std(lock_for).unwrap_or_default(),
+            expires_at: now + chrono::Duration::from_std(KEY_LIFETIME).unwrap_or_default(),
+        };
+        match store.idem_claim(&req).await.map_err(ApiError::internal)? {
+            IdemClaim::Claimed => return Ok(Begin::Run),
+            IdemClaim::Done {
+                request_hash: h, ..
+            }
+            | IdemClaim::Running { request_hash: h }
+                if h != request_hash =>
+            {
+                return Err(mismatch());
+            }
+            IdemClaim::Done {
+                http_status,
+                response,
+                ..
+            } => {
+                let status = u16::try_from(http_status)
+                    .ok()
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .unwrap_or(StatusCode::OK);
+                return Ok(Begin::Replay {
+                    status,
+                    body: response,
+                });
+            }
+            IdemClaim::Running { .. } => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::new(
+                        ErrorCode::IdempotencyInProgress,
+                        "a request with this Idempotency-Key is still running; retry later",
+                    ));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}

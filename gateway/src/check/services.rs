@@ -1,0 +1,17 @@
+//! What the pipeline writes to and reports through.
+
+use std::sync::Arc;
+
+use crate::check::faces::Identity;
+use crate::store::DynStore;
+use crate::store::writers::Writers;
+use crate::telemetry::metrics::Metrics;
+
+/// What the pipeline writes to and reports through; shared by every request of an instance.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub store: DynStore,
+    pub writers: Arc<Writers>,
+    pub metrics: Arc<Metrics>,
+    pub identity: Arc<Identity>,
+}

@@ -1,0 +1,29 @@
+//! `livegate credits add TENANT AMOUNT`: a top-up (or a correction) written to the ledger.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::http::handlers::admin::{CreditChange, change_credits};
+use crate::store;
+
+pub async fn add(
+    tenant: &str,
+    amount: i64,
+    reason: String,
+    config: &Path,
+    database_url: &str,
+) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let s = store::connect(database_url)
+        .await
+        .context("opening the database")?;
+    s.migrate().await.context("migrating the database")?;
+    let change = CreditChange { amount, reason };
+    let (kind, balance) = change_credits(&s, &config, tenant, &change)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    println!("{tenant}: {kind} {amount:+}, balance {balance}");
+    Ok(())
+}

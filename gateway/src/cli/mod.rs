@@ -1,0 +1,303 @@
+//! The command line: clap's types and one module per command; `main.rs` only calls [`main`].
+
+mod check_config;
+pub mod credits;
+pub mod demo;
+pub mod engine;
+pub mod keys;
+pub mod models;
+pub mod serve;
+pub mod simulate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::store;
+
+/// Default store when DATABASE_URL is unset: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:livegate.db";
+
+#[derive(Parser)]
+#[command(
+    name = "livegate",
+    version,
+    about = "One endpoint for passive face-liveness checks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// YAML config file.
+        #[arg(long, env = "LIVEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, env = "LIVEGATE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+        /// Redis shared by every instance for cluster-wide rate limits (`redis://host:6379`).
+        /// Without it each instance limits in process.
+        #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
+        /// How long one Redis call may take before this instance limits in process instead.
+        #[arg(long, env = "LIVEGATE_REDIS_TIMEOUT_MS", default_value_t = 100)]
+        redis_timeout_ms: u64,
+        /// Face sets (collections, a tenant's approved faces) of fewer faces are searched
+        /// exactly; larger ones through an index (pgvector on a Postgres that has it, else an
+        /// in-process HNSW graph).
+        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 100_000)]
+        exact_search_below: usize,
+    },
+    /// Tenant credits.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
+    /// Validate a config file: exit 0 when valid, 2 with every problem listed.
+    CheckConfig { file: PathBuf },
+    /// Apply database migrations.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run upstream simulators (for tests and demos), any subset in one process.
+    Simulate {
+        #[arg(long, value_name = "ADDR")]
+        didit: Option<SocketAddr>,
+        #[arg(long, value_name = "ADDR")]
+        kairos: Option<SocketAddr>,
+        #[arg(long, value_name = "ADDR")]
+        collections: Option<SocketAddr>,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// The built-in engine's model files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// The built-in engine as a collections server (the self-hosted face API).
+    Engine {
+        #[command(subcommand)]
+        command: EngineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// Serve the collections API (`/api/v1/collections/{id}/…`) on the built-in engine.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "LIVEGATE_ENGINE_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Models directory (default: LIVEGATE_MODELS_DIR, else ./models or ../shared/models).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+        /// Face sets (collections, a tenant's approved faces) of fewer faces are searched
+        /// exactly; larger ones through an index (pgvector on a Postgres that has it, else an
+        /// in-process HNSW graph).
+        #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 100_000)]
+        exact_search_below: usize,
+    },
+    /// API keys of collections.
+    Keys {
+        #[command(subcommand)]
+        command: EngineKeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineKeysCommand {
+    /// Create the collection if needed and print a fresh key bound to it (shown once; only its
+    /// SHA-256 is stored).
+    New {
+        /// Collection id: 1-128 of letters, digits, `_`, `-`, `.`.
+        #[arg(long)]
+        collection: String,
+        /// An `fr_live_` key (the default).
+        #[arg(long, conflicts_with = "test")]
+        live: bool,
+        /// An `fr_test_` key.
+        #[arg(long)]
+        test: bool,
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download the models named in the manifest, verify their SHA-256 and write SHA256SUMS.
+    Fetch {
+        /// Directory to fill (default: LIVEGATE_MODELS_DIR, else ./models).
+        #[arg(long, env = "LIVEGATE_MODELS_DIR")]
+        dir: Option<PathBuf>,
+        /// A mirror serving every file as <URL>/<file>, used instead of each file's own URL.
+        #[arg(long, env = "LIVEGATE_MODELS_URL")]
+        base_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add AMOUNT credits to TENANT (negative to take some away); prints the new balance.
+    Add {
+        tenant: String,
+        #[arg(allow_negative_numbers = true)]
+        amount: i64,
+        /// Why, kept on the ledger row.
+        #[arg(long, default_value = "livegate credits add")]
+        reason: String,
+        /// The YAML config naming the tenant and its `credits`.
+        #[arg(long, env = "LIVEGATE_CONFIG")]
+        config: PathBuf,
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh API key and the `sha256:` hash to paste into YAML.
+    New,
+}
+
+/// The `livegate` binary: parse the command line and run one command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => check_config::check_config(&file),
+        Command::Keys {
+            command: KeysCommand::New,
+        } => {
+            let (key, hash) = keys::new_key();
+            println!("key:  {key}");
+            println!("hash: {hash}");
+            ExitCode::SUCCESS
+        }
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::yaml());
+            ExitCode::SUCCESS
+        }
+        other => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let telemetry = crate::telemetry::init(rt.handle().clone());
+            let result = rt.block_on(run(other));
+            // Flush traces while the runtime that carries the exporter's requests still runs.
+            drop(telemetry);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve {
+            config,
+            listen,
+            database_url,
+            redis_url,
+            redis_timeout_ms,
+            exact_search_below,
+        } => {
+            serve::serve(
+                config,
+                listen,
+                &database_url,
+                redis_url.as_deref(),
+                std::time::Duration::from_millis(redis_timeout_ms.max(1)),
+                serve::search_options(exact_search_below),
+            )
+            .await
+        }
+        Command::Credits {
+            command:
+                CreditsCommand::Add {
+                    tenant,
+                    amount,
+                    reason,
+                    config,
+                    database_url,
+                },
+        } => credits::add(&tenant, amount, reason, &config, &database_url).await,
+        Command::Migrate { database_url } => {
+            let s = store::connect(&database_url)
+                .await
+                .context("opening the database")?;
+            s.migrate().await.context("migrating")?;
+            println!("migrations applied to {}", store::redact_url(&database_url));
+            Ok(())
+        }
+        Command::Simulate {
+            didit,
+            kairos,
+            collections,
+        } => simulate::simulate(didit, kairos, collections).await,
+        Command::Models {
+            command: ModelsCommand::Fetch { dir, base_url },
+        } => models::fetch_command(dir, base_url.as_deref()).await,
+        Command::Engine {
+            command:
+                EngineCommand::Serve {
+                    listen,
+                    models_dir,
+                    database_url,
+                    exact_search_below,
+                },
+        } => {
+            engine::engine_serve(
+                listen,
+                models_dir,
+                &database_url,
+                serve::search_options(exact_search_below),
+            )
+            .await
+        }
+        Command::Engine {
+            command:
+                EngineCommand::Keys {
+                    command:
+                        EngineKeysCommand::New {
+                            collection,
+                            live: _,
+                            test,
+                            database_url,
+                        },
+                },
+        } => engine::engine_key_new(&collection, test, &database_url).await,
+        Command::CheckConfig { .. } | Command::Keys { .. } | Command::Openapi => Ok(()),
+    }
+}

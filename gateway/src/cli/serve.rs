@@ -1,0 +1,110 @@
+//! `livegate serve`: the gateway, from a config file or the zero-config demo tenant.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::http::router;
+use crate::http::state::AppState;
+use crate::runtime::Runtime;
+use crate::store;
+
+pub async fn serve(
+    config: Option<PathBuf>,
+    listen: SocketAddr,
+    database_url: &str,
+    redis_url: Option<&str>,
+    redis_timeout: std::time::Duration,
+    search: livegate_engine::search::IndexOptions,
+) -> anyhow::Result<()> {
+    let store = store::connect(database_url)
+        .await
+        .context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    let config_path = config.clone();
+    let config = match config {
+        Some(path) => Config::load(&path)?,
+        None => {
+            let (hash, key) = crate::cli::demo::demo_key(&store)
+                .await
+                .context("preparing the demo tenant")?;
+            match key {
+                crate::cli::demo::DemoKey::New(key) => {
+                    println!("No config file: serving the built-in engine with a `demo` tenant.");
+                    println!("Demo API key (shown once, stored only as a hash): {key}");
+                    println!(
+                        "Try: curl -H 'Authorization: Bearer {key}' -F image=@selfie.jpg http://{listen}/v1/liveness"
+                    );
+                }
+                crate::cli::demo::DemoKey::Existing => {
+                    println!(
+                        "No config file: serving the built-in engine with the `demo` tenant; its key was printed at first start (remove the database to mint a new one)."
+                    );
+                }
+            }
+            crate::cli::demo::demo_config(&hash)?
+        }
+    };
+    crate::check::credits::open_accounts(&store, &config)
+        .await
+        .context("opening credit accounts")?;
+    let runtime = Runtime::build(config, Some(&crate::runtime::engine::factory))?;
+    let limits = match redis_url {
+        Some(url) => {
+            let l = crate::http::limiter::RateLimits::redis(url, redis_timeout)
+                .context("REDIS_URL is not a valid Redis URL")?;
+            tracing::info!(redis = %store::redact_url(url), "rate limits shared through redis");
+            l
+        }
+        None => crate::http::limiter::RateLimits::local(),
+    };
+    crate::store::writers::spawn_sweeper(store.clone(), std::time::Duration::from_secs(1));
+    let mut state = AppState::with_limits(runtime, store, limits);
+    state.identity = std::sync::Arc::new(crate::check::faces::Identity::new(search));
+    if let Some(path) = config_path {
+        let factory: &'static crate::runtime::EmbeddedFactory = &crate::runtime::engine::factory;
+        crate::runtime::reload::spawn_watcher(
+            state.runtime.clone(),
+            path,
+            Some(factory),
+            std::time::Duration::from_secs(1),
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, database = %store::redact_url(database_url), "livegate listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// Default search tuning with the operator's exact-search limit.
+pub fn search_options(exact_below: usize) -> livegate_engine::search::IndexOptions {
+    livegate_engine::search::IndexOptions {
+        exact_below,
+        ..Default::default()
+    }
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,310 @@
+//! The YAML configuration: parsed into a tree, `${ENV}` substituted inside string values only,
+//! then typed and validated. Every problem is collected with its YAML path so an operator
+//! fixes a broken file in one pass.
+
+pub mod face_checks;
+mod interpolate;
+pub mod keys;
+pub mod problems;
+pub mod providers;
+pub mod tenants;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
+
+use interpolate::interpolate;
+pub use keys::KeyHash;
+pub use problems::Problem;
+use problems::{problem, typed};
+pub use providers::{HeaderStyle, ProviderKind, ProviderSpec, Resilience};
+use providers::{RawProvider, provider_spec};
+pub use tenants::{
+    Credits, DEFAULT_COST, DEFAULT_DECLINE, DEFAULT_REVIEW, RateSpec, Routing, Strategy, Tenant,
+    WarningAction,
+};
+use tenants::{RawTenant, tenant};
+
+/// Default image cap: 5 MiB, as the Didit document (the strictest upstream) allows.
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+/// Decompression-bomb guard: more pixels than any selfie camera produces.
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// The validated configuration. Invalid states are unrepresentable past `Config::parse`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub providers: BTreeMap<String, ProviderSpec>,
+    pub tenants: BTreeMap<String, Tenant>,
+    pub admin_keys: Vec<KeyHash>,
+    pub limits: Limits,
+    /// The built-in engine's models, for face matching (`duplicates`, `blocklist`); default
+    /// as for `kind: embedded` (`LIVEGATE_MODELS_DIR`, `./models`, `../shared/models`).
+    pub models_dir: Option<PathBuf>,
+    /// `sha256:` of the file's bytes: every verification records the config it was decided under.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_image_bytes: usize,
+    pub max_pixels: u64,
+    /// How long a credit reservation lives without being settled: past it, the reservation
+    /// belonged to a crashed instance and any instance releases it.
+    pub reservation_ttl: Duration,
+    /// How long a request waits for another one holding the same `Idempotency-Key` before 409.
+    pub idempotency_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            reservation_ttl: Duration::from_secs(120),
+            idempotency_wait: Duration::from_secs(35),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoot {
+    #[serde(default)]
+    providers: BTreeMap<String, Value>,
+    #[serde(default)]
+    tenants: BTreeMap<String, Value>,
+    #[serde(default)]
+    admin: Option<Value>,
+    #[serde(default)]
+    limits: Option<Value>,
+    #[serde(default)]
+    models_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_image_bytes: Option<usize>,
+    max_pixels: Option<u64>,
+    reservation_ttl_ms: Option<u64>,
+    idempotency_wait_ms: Option<u64>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse and validate; `env` resolves `${NAME}` references.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let hash = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
+        let mut problems = Vec::new();
+        let mut tree: Value = match serde_yaml_ng::from_str(text) {
+            Ok(Value::Null) => Value::Mapping(Default::default()),
+            Ok(v) => v,
+            Err(e) => {
+                return Err(ConfigError::Invalid(vec![Problem {
+                    path: String::new(),
+                    message: format!("not valid YAML: {e}"),
+                }]));
+            }
+        };
+        interpolate(&mut tree, "", env, &mut problems);
+
+        let root: RawRoot = match typed(tree, "", &mut problems) {
+            Some(r) => r,
+            None => return Err(ConfigError::Invalid(problems)),
+        };
+
+        let declared: std::collections::BTreeSet<String> = root.providers.keys().cloned().collect();
+        let mut providers = BTreeMap::new();
+        for (name, v) in root.providers {
+            let path = format!("providers.{name}");
+            if let Some(raw) = typed::<RawProvider>(v, &path, &mut problems)
+                && let Some(spec) = provider_spec(&name, raw, &path, &mut problems)
+            {
+                providers.insert(name, spec);
+            }
+        }
+
+        let mut tenants = BTreeMap::new();
+        let mut seen_keys: HashMap<KeyHash, String> = HashMap::new();
+        for (id, v) in root.tenants {
+            let path = format!("tenants.{id}");
+            let Some(raw) = typed::<RawTenant>(v, &path, &mut problems) else {
+                continue;
+            };
+            if let Some(t) = tenant(&id, raw, &path, &declared, &mut seen_keys, &mut problems) {
+                tenants.insert(id, t);
+            }
+        }
+
+        let mut admin_keys = Vec::new();
+        if let Some(v) = root.admin
+            && let Some(raw) = typed::<RawAdmin>(v, "admin", &mut problems)
+        {
+            for (i, k) in raw.keys.iter().enumerate() {
+                match KeyHash::parse(k) {
+                    Ok(h) => admin_keys.push(h),
+                    Err(e) => problems.push(problem(format!("admin.keys[{i}]"), e)),
+                }
+            }
+        }
+
+        let mut limits = Limits::default();
+        if let Some(v) = root.limits
+            && let Some(raw) = typed::<RawLimits>(v, "limits", &mut problems)
+        {
+            if let Some(b) = raw.max_image_bytes {
+                if b == 0 {
+                    problems.push(problem("limits.max_image_bytes", "must be greater than 0"));
+                }
+                limits.max_image_bytes = b;
+            }
+            if let Some(p) = raw.max_pixels {
+                limits.max_pixels = p;
+            }
+            if let Some(ms) = raw.reservation_ttl_ms {
+                if ms < 1_000 {
+                    problems.push(problem(
+                        "limits.reservation_ttl_ms",
+                        "must be at least 1000 (and longer than any request's deadline)",
+                    ));
+                }
+                limits.reservation_ttl = Duration::from_millis(ms);
+            }
+            if let Some(ms) = raw.idempotency_wait_ms {
+                limits.idempotency_wait = Duration::from_millis(ms);
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(Config {
+                providers,
+                tenants,
+                admin_keys,
+                limits,
+                models_dir: root.models_dir,
+                hash,
+            })
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interpolate::substitute;
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+providers:
+  didit: { kind: didit, base_url: "http://127.0.0.1:9101", api_key: "${DIDIT_API_KEY}", timeout_ms: 5000 }
+tenants:
+  acme:
+    keys: ["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+    threshold: 0.8
+    routing: { strategy: single, providers: [didit] }
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "DIDIT_API_KEY").then(|| "k-123".to_owned())
+    }
+
+    #[test]
+    fn issue_example_loads() {
+        let c = Config::parse(EXAMPLE, &env).expect("valid");
+        let t = &c.tenants["acme"];
+        assert_eq!(t.threshold, 0.8);
+        assert_eq!(t.keys[0], KeyHash::of_key("foo"));
+        match &c.providers["didit"].kind {
+            ProviderKind::Didit { api_key, .. } => assert_eq!(api_key.expose(), "k-123"),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.hash.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn missing_env_var_is_named() {
+        let err = Config::parse(EXAMPLE, &|_| None).expect_err("invalid");
+        let ConfigError::Invalid(p) = err else {
+            panic!()
+        };
+        assert_eq!(
+            p[0].to_string(),
+            "providers.didit.api_key: environment variable DIDIT_API_KEY is not set"
+        );
+    }
+
+    #[test]
+    fn interpolation_is_value_only() {
+        assert_eq!(
+            substitute("a${X}b$${Y}", &|_| Some("1".into())).expect("ok"),
+            "a1b${Y}"
+        );
+        assert!(substitute("${X}", &|_| Some("a\nb".into())).is_err());
+        assert_eq!(substitute("cost $5", &|_| None).expect("ok"), "cost $5");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = r#"
+providers:
+  didit: { kind: didit, base_url: "ftp://x", api_key: "k", colour: blue }
+  kai: { kind: kairos, base_url: "http://k" }
+tenants:
+  acme:
+    keys: ["sha256:nothex"]
+    threshold: 1.5
+    routing: { strategy: single, providers: [ditid] }
+  beta:
+    keys: []
+    routing: { strategy: sideways, providers: [didit] }
+"#;
+        let ConfigError::Invalid(p) = Config::parse(text, &env).expect_err("invalid") else {
+            panic!()
+        };
+        let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+        assert!(has("providers.didit.colour: unknown field"), "{lines:#?}");
+        assert!(has("providers.kai.app_id: required"), "{lines:#?}");
+        assert!(has("providers.kai.app_key: required"), "{lines:#?}");
+        assert!(has("tenants.acme.keys[0]:"), "{lines:#?}");
+        assert!(has("tenants.acme.threshold:"), "{lines:#?}");
+        assert!(
+            has("tenants.acme.routing.providers[0]: unknown provider \"ditid\""),
+            "{lines:#?}"
+        );
+        assert!(
+            has("tenants.beta.routing.strategy: unknown variant"),
+            "{lines:#?}"
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! `tenants:` entries: keys, thresholds, routing, warning actions, credits, rate limits and
+//! face checks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::face_checks::{self, FaceChecks};
+use crate::config::keys::KeyHash;
+use crate::config::problems::{Problem, problem};
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub keys: Vec<KeyHash>,
+    pub threshold: f64,
+    pub review_band: Option<f64>,
+    pub routing: Routing,
+    pub warning_actions: HashMap<String, WarningAction>,
+    /// A request may name one of the tenant's providers with `provider=`.
+    pub allow_provider_override: bool,
+    /// Below this face quality (0-1) livegate adds `LOW_FACE_QUALITY`.
+    pub min_face_quality: Option<f64>,
+    /// Outside `[min, max]` face luminance (0-1) livegate adds `LOW_`/`HIGH_FACE_LUMINANCE`.
+    pub luminance: Option<(f64, f64)>,
+    /// Metered tenants have a balance; `None` means unmetered.
+    pub credits: Option<Credits>,
+    pub rate_limit: Option<RateSpec>,
+    /// Limits of single keys, on top of the tenant's.
+    pub key_rate_limits: HashMap<KeyHash, RateSpec>,
+    /// `duplicates` and `blocklist` (face matching, `identity.rs`).
+    pub face_checks: face_checks::FaceChecks,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credits {
+    /// Balance the account opens with, applied once (later changes to it are ignored: top up
+    /// with the admin API or `livegate credits add`).
+    pub initial: i64,
+    /// Cost per provider; a provider missing here costs `DEFAULT_COST`.
+    pub cost: BTreeMap<String, i64>,
+}
+
+pub const DEFAULT_COST: i64 = 1;
+
+impl Credits {
+    pub fn cost_of(&self, provider: &str) -> i64 {
+        self.cost.get(provider).copied().unwrap_or(DEFAULT_COST)
+    }
+}
+
+/// GCRA: `per_second` sustained, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    pub per_second: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub strategy: Strategy,
+    pub providers: Vec<String>,
+    /// `weighted` only: one weight per provider.
+    pub weights: Vec<u32>,
+    /// `weighted` only: fall back to the other providers on retryable failures.
+    pub fallback: bool,
+    /// Overall time for all attempts of one request.
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Single,
+    Fallback,
+    Weighted,
+    Shadow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningAction {
+    Decline,
+    Review,
+    Ignore,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    keys: Vec<RawKey>,
+    #[serde(default = "default_threshold")]
+    threshold: f64,
+    review_band: Option<f64>,
+    routing: RawRouting,
+    #[serde(default)]
+    warnings: BTreeMap<String, WarningAction>,
+    #[serde(default)]
+    allow_provider_override: bool,
+    min_face_quality: Option<f64>,
+    luminance: Option<[f64; 2]>,
+    credits: Option<RawCredits>,
+    rate_limit: Option<RateSpec>,
+    duplicates: Option<face_checks::RawFaceCheck>,
+    blocklist: Option<face_checks::RawFaceCheck>,
+}
+
+/// A key hash, alone or with a limit of its own.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKey {
+    Hash(String),
+    WithLimit {
+        hash: String,
+        rate_limit: Option<RateSpec>,
+    },
+}
+
+impl RawKey {
+    fn hash(&self) -> &str {
+        match self {
+            RawKey::Hash(h) | RawKey::WithLimit { hash: h, .. } => h,
+        }
+    }
+
+    fn rate_limit(&self) -> Option<RateSpec> {
+        match self {
+            RawKey::Hash(_) => None,
+            RawKey::WithLimit { rate_limit, .. } => *rate_limit,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredits {
+    initial: i64,
+    #[serde(default)]
+    cost: BTreeMap<String, i64>,
+}
+
+fn default_threshold() -> f64 {
+    0.5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    strategy: Strategy,
+    providers: Vec<String>,
+    #[serde(default)]
+    weights: Vec<u32>,
+    #[serde(default)]
+    fallback: bool,
+    deadline_ms: Option<u64>,
+}
+
+/// Warning codes that decline by default, as the Didit document auto-declines them.
+pub const DEFAULT_DECLINE: [&str; 4] = [
+    "NO_FACE_DETECTED",
+    "LIVENESS_FACE_ATTACK",
+    "FACE_IN_BLOCKLIST",
+    "POSSIBLE_FACE_IN_BLOCKLIST",
+];
+pub const DEFAULT_REVIEW: [&str; 1] = ["MULTIPLE_FACES_DETECTED"];
+
+pub fn tenant(
+    id: &str,
+    raw: RawTenant,
+    path: &str,
+    providers: &BTreeSet<String>,
+    seen_keys: &mut HashMap<KeyHash, String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Tenant> {
+    let before = problems.len();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        problems.push(problem(
+            path,
+            "tenant ids may contain only letters, digits, '-' and '_'",
+        ));
+    }
+    let mut keys = Vec::new();
+    if raw.keys.is_empty() {
+        problems.push(problem(
+            format!("{path}.keys"),
+            "at least one key hash is required",
+        ));
+    }
+    let mut key_rate_limits = HashMap::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        if let Some(spec) = k.rate_limit() {
+            check_rate(&spec, &format!("{path}.keys[{i}].rate_limit"), problems);
+        }
+        match KeyHash::parse(k.hash()) {
+            Ok(h) => {
+                if let Some(spec) = k.rate_limit() {
+                    key_rate_limits.insert(h.clone(), spec);
+                }
+                if let Some(other) = seen_keys.insert(h.clone(), id.to_owned()) {
+                    problems.push(problem(
+                        format!("{path}.keys[{i}]"),
+                        format!("key already used by tenant {other:?}"),
+                    ));
+                }
+                keys.push(h);
+            }
+            Err(e) => problems.push(problem(format!("{path}.keys[{i}]"), e)),
+        }
+    }
+    if !(0.0..=1.0).contains(&raw.threshold) {
+        problems.push(problem(
+            format!("{path}.threshold"),
+            "must be between 0 and 1",
+        ));
+    }
+    if let Some(b) = raw.review_band
+        && !(0.0..=1.0).contains(&b)
+    {
+        problems.push(problem(
+            format!("{path}.review_band"),
+            "must be between 0 and 1",
+        ));
+    }
+    let r = raw.routing;
+    if r.providers.is_empty() {
+        problems.push(problem(
+            format!("{path}.routing.providers"),
+            "at least one provider is required",
+        ));
+    }
+    if r.strategy == Strategy::Single && r.providers.len() > 1 {
+        problems.push(problem(
+            format!("{path}.routing.providers"),
+            "strategy single takes exactly one provider",
+        ));
+    }
+    if r.strategy == Strategy::Shadow && r.providers.len() < 2 {
+        problems.push(problem(
+            format!("{path}.routing.providers"),
+            "strategy shadow takes a primary and at least one shadow provider",
+        ));
+    }
+    if r.strategy == Strategy::Weighted {
+        if r.weights.len() != r.providers.len() {
+            problems.push(problem(
+                format!("{path}.routing.weights"),
+                format!(
+                    "needs one weight per provider ({} providers, {} weights)",
+                    r.providers.len(),
+                    r.weights.len()
+                ),
+            ));
+        } else if r.weights.iter().all(|w| *w == 0) {
+            problems.push(problem(
+                format!("{path}.routing.weights"),
+                "at least one weight must be above 0",
+            ));
+        }
+    } else if !r.weights.is_empty() {
+        problems.push(problem(
+            format!("{path}.routing.weights"),
+            "only strategy weighted takes weights",
+        ));
+    }
+    if r.fallback && r.strategy != Strategy::Weighted {
+        problems.push(problem(
+            format!("{path}.routing.fallback"),
+            "only strategy weighted takes `fallback` (use strategy fallback for an ordered chain)",
+        ));
+    }
+    let deadline_ms = r.deadline_ms.unwrap_or(30_000);
+    if deadline_ms == 0 || deadline_ms > 300_000 {
+        problems.push(problem(
+            format!("{path}.routing.deadline_ms"),
+            "must be between 1 and 300000",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in r.providers.iter().enumerate() {
+        if !seen.insert(p) {
+            problems.push(problem(
+                format!("{path}.routing.providers[{i}]"),
+                format!("provider {p:?} is listed twice"),
+            ));
+        }
+    }
+    if let Some(q) = raw.min_face_quality
+        && !(0.0..=1.0).contains(&q)
+    {
+        problems.push(problem(
+            format!("{path}.min_face_quality"),
+            "must be between 0 and 1",
+        ));
+    }
+    if let Some([lo, hi]) = raw.luminance
+        && !((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi) && lo <= hi)
+    {
+        problems.push(problem(
+            format!("{path}.luminance"),
+            "must be [min, max] with 0 <= min <= max <= 1",
+        ));
+    }
+    for (i, p) in r.providers.iter().enumerate() {
+        if !providers.contains(p) {
+            problems.push(problem(
+                format!("{path}.routing.providers[{i}]"),
+                format!("unknown provider {p:?}"),
+            ));
+        }
+    }
+    let mut warning_actions: HashMap<String, WarningAction> = HashMap::new();
+    for c in DEFAULT_DECLINE {
+        warning_actions.insert(c.to_owned(), WarningAction::Decline);
+    }
+    for c in DEFAULT_REVIEW {
+        warning_actions.insert(c.to_owned(), WarningAction::Review);
+    }
+    for (code, action) in raw.warnings {
+        if code.is_empty()
+            || !code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            problems.push(problem(
+                format!("{path}.warnings.{code}"),
+                "warning codes are UPPER_SNAKE_CASE",
+            ));
+        }
+        warning_actions.insert(code, action);
+    }
+    if let Some(spec) = &raw.rate_limit {
+        check_rate(spec, &format!("{path}.rate_limit"), problems);
+    }
+    let credits = raw.credits.map(|c| {
+        if c.initial < 0 {
+            problems.push(problem(
+                format!("{path}.credits.initial"),
+                "must be 0 or more",
+            ));
+        }
+        for (name, cost) in &c.cost {
+            if !providers.contains(name) {
+                problems.push(problem(
+                    format!("{path}.credits.cost.{name}"),
+                    format!("unknown provider {name:?}"),
+                ));
+            }
+            if *cost < 0 {
+                problems.push(problem(
+                    format!("{path}.credits.cost.{name}"),
+                    "must be 0 or more",
+                ));
+            }
+        }
+        Credits {
+            initial: c.initial,
+            cost: c.cost,
+        }
+    });
+    let (face_checks, face_problems) = FaceChecks::from_raw(raw.duplicates, raw.blocklist);
+    for (key, message) in face_problems {
+        problems.push(problem(format!("{path}.{key}"), message));
+    }
+    (problems.len() == before).then(|| Tenant {
+        id: id.to_owned(),
+        keys,
+        threshold: raw.threshold,
+        review_band: raw.review_band,
+        routing: Routing {
+            strategy: r.strategy,
+            providers: r.providers,
+            weights: r.weights,
+            fallback: r.fallback,
+            deadline: Duration::from_millis(deadline_ms),
+        },
+        warning_actions,
+        allow_provider_override: raw.allow_provider_override,
+        min_face_quality: raw.min_face_quality,
+        luminance: raw.luminance.map(|[lo, hi]| (lo, hi)),
+        credits,
+        rate_limit: raw.rate_limit,
+        key_rate_limits,
+        face_checks,
+    })
+}
+
+fn check_rate(spec: &RateSpec, path: &str, problems: &mut Vec<Problem>) {
+    if !(spec.per_second.is_finite() && spec.per_second > 0.0 && spec.per_second <= 1_000_000.0) {
+        problems.push(problem(
+            format!("{path}.per_second"),
+            "must be above 0 (and at most 1000000)",
+        ));
+    }
+    if spec.burst == 0 {
+        problems.push(problem(format!("{path}.burst"), "must be at least 1"));
+    }
+}

@@ -1,0 +1,9 @@
+//! HTTP handlers, one module per resource.
+
+pub mod admin;
+pub mod blocklist;
+pub mod health;
+pub mod liveness;
+pub mod metrics;
+pub mod tenant;
+pub mod verifications;

@@ -1,0 +1,129 @@
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::check::decide::Decision;
+use crate::check::verdict::{Verification, VerificationPage};
+use crate::error::{ApiError, ErrorCode, Problem};
+use crate::http::auth::Caller;
+use crate::http::state::AppState;
+use crate::store::{ListFilter, StoreError};
+
+/// One verification of the caller's tenant. Another tenant's id is 404.
+#[utoipa::path(get, path = "/v1/verifications/{id}", tag = "verifications",
+    params(("id" = String, Path, description = "Verification id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, body = Verification),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Verification>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("verification"))?;
+    let rec = match state.store.get_verification(&caller.tenant_id, id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("verification")),
+        Err(e) => return Err(e.into()),
+    };
+    let attempts = state.store.attempts(id).await?;
+    Ok(Json(Verification::from_records(&rec, &attempts)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1-200 (default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this decision: `approved`, `declined` or `review`.
+    pub decision: Option<String>,
+    /// Only verifications created at or after this RFC 3339 time.
+    pub since: Option<String>,
+}
+
+/// The caller's verifications, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/v1/verifications", tag = "verifications", params(ListQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, body = VerificationPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<VerificationPage>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 50,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidLimit,
+                    "limit must be an integer from 1 to 200",
+                )
+            })?,
+    };
+    let before = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::new(ErrorCode::InvalidCursor, "unknown cursor"))?,
+        ),
+    };
+    let decision = match q.decision.as_deref() {
+        None | Some("") => None,
+        Some(d) => Some(
+            Decision::parse(d)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidDecision,
+                        "decision must be approved, declined or review",
+                    )
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    let since = match q.since.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            DateTime::parse_from_rfc3339(s)
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::InvalidSince,
+                        "since must be an RFC 3339 timestamp",
+                    )
+                })?
+                .with_timezone(&Utc),
+        ),
+    };
+    let filter = ListFilter {
+        limit,
+        before,
+        decision,
+        since,
+    };
+    let rows = state
+        .store
+        .list_verifications(&caller.tenant_id, &filter)
+        .await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let attempts = state.store.attempts(r.id).await?;
+        data.push(Verification::from_records(r, &attempts));
+    }
+    let next_cursor = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(Json(VerificationPage { data, next_cursor }))
+}

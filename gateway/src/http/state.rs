@@ -1,0 +1,66 @@
+//! What every handler shares: the live runtime, the store and its writers, rate limits,
+//! metrics and the face-match indexes.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::check::faces::Identity;
+use crate::http::limiter::RateLimits;
+use crate::runtime::Runtime;
+use crate::store::DynStore;
+use crate::store::group_commit::BatchObserver;
+use crate::store::writers::Writers;
+use crate::telemetry::metrics::Metrics;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub store: DynStore,
+    /// Group-committed writes (credit reservations, results).
+    pub writers: Arc<Writers>,
+    pub limits: Arc<RateLimits>,
+    pub metrics: Arc<Metrics>,
+    pub identity: Arc<Identity>,
+}
+
+impl AppState {
+    /// In-process rate limits. Must be called inside a Tokio runtime (it starts the writers).
+    pub fn new(runtime: Runtime, store: DynStore) -> Self {
+        Self::with_limits(runtime, store, RateLimits::local())
+    }
+
+    pub fn with_limits(runtime: Runtime, store: DynStore, limits: Arc<RateLimits>) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let m = metrics.clone();
+        let observer: BatchObserver = Arc::new(move |name, size, took| {
+            if name == "results" {
+                m.observe_store_batch(size, took.as_secs_f64());
+            }
+        });
+        let writers = Writers::spawn(&store, Some(observer));
+        Self {
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            store,
+            writers,
+            limits,
+            metrics,
+            identity: Default::default(),
+        }
+    }
+
+    /// What the verification pipeline writes to and reports through.
+    pub fn services(&self) -> crate::check::Services {
+        crate::check::Services {
+            store: self.store.clone(),
+            writers: self.writers.clone(),
+            metrics: self.metrics.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+
+    pub fn on_rate_limited(&self, tenant: &str) {
+        tracing::info!(tenant, "rate limited");
+        self.metrics.rate_limited(tenant);
+    }
+}
