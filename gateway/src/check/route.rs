@@ -130,8 +130,28 @@ pub async fn route(
         input.routing_key,
         input.provider_override,
     );
+    let shadow_calls = start_shadows(&input, shadows);
+    let last = match try_chain(&input, chain, deadline, log).await {
+        Ok(routed) => return (Ok(routed), shadow_calls),
+        Err(last) => last,
+    };
+    if Instant::now() >= deadline {
+        return (Err(deadline_failure(&input, last)), shadow_calls);
+    }
+    let failure = last.unwrap_or_else(|| RouteFailure {
+        provider: String::new(),
+        error: ProviderError::new(
+            ErrorKind::Unavailable,
+            "no provider is configured for this tenant",
+        ),
+    });
+    (Err(failure), shadow_calls)
+}
 
-    let shadow_calls = shadows
+/// Each shadow runs on its own task with its own deadline: a slow shadow never holds the
+/// answer or the primary's budget.
+fn start_shadows(input: &RouteInput<'_>, shadows: Vec<&str>) -> Vec<ShadowCall> {
+    shadows
         .into_iter()
         .filter_map(|name| input.runtime.provider(name).cloned())
         .map(|g| {
@@ -139,7 +159,6 @@ pub async fn route(
             let req_threshold = input.threshold;
             let request_id = input.request_id.to_owned();
             let traceparent = input.traceparent.clone();
-            // Its own deadline: a slow shadow never holds the answer or the primary's budget.
             let shadow_deadline = Instant::now() + shadow_budget(&g);
             tokio::spawn(
                 async move {
@@ -161,8 +180,16 @@ pub async fn route(
                 .in_current_span(),
             )
         })
-        .collect();
+        .collect()
+}
 
+/// The chain in order, each provider with its retries; the last failure when none answered.
+async fn try_chain(
+    input: &RouteInput<'_>,
+    chain: Vec<&str>,
+    deadline: Instant,
+    log: &mut Vec<AttemptLog>,
+) -> Result<Routed, Option<RouteFailure>> {
     let mut last: Option<RouteFailure> = None;
     'providers: for name in chain {
         let Some(g) = input.runtime.provider(name) else {
@@ -188,71 +215,55 @@ pub async fn route(
                 log,
             )
             .await;
-            match result {
+            let error = match result {
                 Ok(answer) => {
-                    return (
-                        Ok(Routed {
-                            provider: name.to_owned(),
-                            answer,
-                        }),
-                        shadow_calls,
-                    );
-                }
-                Err(error) => {
-                    let kind = error.kind;
-                    last = Some(RouteFailure {
+                    return Ok(Routed {
                         provider: name.to_owned(),
-                        error,
+                        answer,
                     });
-                    if !kind.retryable() {
-                        break 'providers;
-                    }
-                    if !kind.transient() || retry == g.retries {
-                        continue 'providers;
-                    }
-                    let wait = backoff(retry, last.as_ref().and_then(|f| f.error.retry_after));
-                    if Instant::now() + wait >= deadline {
-                        // No time to wait for this provider (e.g. a long Retry-After): the
-                        // next one in the chain may still answer within the deadline.
-                        continue 'providers;
-                    }
-                    tokio::time::sleep(wait).await;
-                    server_timing::add_provider_time(wait);
                 }
+                Err(error) => error,
+            };
+            let kind = error.kind;
+            let retry_after = error.retry_after;
+            last = Some(RouteFailure {
+                provider: name.to_owned(),
+                error,
+            });
+            if !kind.retryable() {
+                break 'providers;
             }
+            if !kind.transient() || retry == g.retries {
+                continue 'providers;
+            }
+            let wait = backoff(retry, retry_after);
+            if Instant::now() + wait >= deadline {
+                // No time to wait for this provider (e.g. a long Retry-After): the
+                // next one in the chain may still answer within the deadline.
+                continue 'providers;
+            }
+            tokio::time::sleep(wait).await;
+            server_timing::add_provider_time(wait);
         }
     }
-    if Instant::now() >= deadline {
-        let provider = last
-            .as_ref()
-            .map(|f| f.provider.clone())
-            .unwrap_or_default();
-        let cause = last
-            .as_ref()
-            .map(|f| f.error.message.clone())
-            .unwrap_or_default();
-        return (
-            Err(RouteFailure {
-                provider,
-                error: ProviderError::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "the request deadline of {} ms ran out (last: {cause})",
-                        input.tenant.routing.deadline.as_millis()
-                    ),
-                ),
-            }),
-            shadow_calls,
-        );
-    }
-    let failure = last.unwrap_or_else(|| RouteFailure {
-        provider: String::new(),
+    Err(last)
+}
+
+/// The tenant's deadline ran out: a timeout naming the last provider tried and its failure.
+fn deadline_failure(input: &RouteInput<'_>, last: Option<RouteFailure>) -> RouteFailure {
+    let (provider, cause) = last
+        .map(|f| (f.provider, f.error.message))
+        .unwrap_or_default();
+    RouteFailure {
+        provider,
         error: ProviderError::new(
-            ErrorKind::Unavailable,
-            "no provider is configured for this tenant",
+            ErrorKind::Timeout,
+            format!(
+                "the request deadline of {} ms ran out (last: {cause})",
+                input.tenant.routing.deadline.as_millis()
+            ),
         ),
-    });
-    (Err(failure), shadow_calls)
+    }
 }
 
 fn shadow_budget(g: &Arc<Guarded>) -> Duration {

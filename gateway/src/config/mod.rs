@@ -177,32 +177,12 @@ impl Config {
             }
         }
 
-        let mut limits = Limits::default();
-        if let Some(v) = root.limits
-            && let Some(raw) = typed::<RawLimits>(v, "limits", &mut problems)
-        {
-            if let Some(b) = raw.max_image_bytes {
-                if b == 0 {
-                    problems.push(problem("limits.max_image_bytes", "must be greater than 0"));
-                }
-                limits.max_image_bytes = b;
-            }
-            if let Some(p) = raw.max_pixels {
-                limits.max_pixels = p;
-            }
-            if let Some(ms) = raw.reservation_ttl_ms {
-                if ms < 1_000 {
-                    problems.push(problem(
-                        "limits.reservation_ttl_ms",
-                        "must be at least 1000 (and longer than any request's deadline)",
-                    ));
-                }
-                limits.reservation_ttl = Duration::from_millis(ms);
-            }
-            if let Some(ms) = raw.idempotency_wait_ms {
-                limits.idempotency_wait = Duration::from_millis(ms);
-            }
-        }
+        let limits = match root.limits {
+            Some(v) => typed::<RawLimits>(v, "limits", &mut problems)
+                .map(|raw| limits(raw, &mut problems))
+                .unwrap_or_default(),
+            None => Limits::default(),
+        };
 
         if problems.is_empty() {
             Ok(Config {
@@ -217,6 +197,33 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
+
+/// `limits:`: image caps, reservation lifetime, idempotency wait.
+fn limits(raw: RawLimits, problems: &mut Vec<Problem>) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(b) = raw.max_image_bytes {
+        if b == 0 {
+            problems.push(problem("limits.max_image_bytes", "must be greater than 0"));
+        }
+        limits.max_image_bytes = b;
+    }
+    if let Some(p) = raw.max_pixels {
+        limits.max_pixels = p;
+    }
+    if let Some(ms) = raw.reservation_ttl_ms {
+        if ms < 1_000 {
+            problems.push(problem(
+                "limits.reservation_ttl_ms",
+                "must be at least 1000 (and longer than any request's deadline)",
+            ));
+        }
+        limits.reservation_ttl = Duration::from_millis(ms);
+    }
+    if let Some(ms) = raw.idempotency_wait_ms {
+        limits.idempotency_wait = Duration::from_millis(ms);
+    }
+    limits
 }
 
 #[cfg(test)]

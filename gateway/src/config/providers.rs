@@ -164,7 +164,7 @@ fn secret(
 
 pub fn provider_spec(
     name: &str,
-    raw: RawProvider,
+    mut raw: RawProvider,
     path: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<ProviderSpec> {
@@ -176,7 +176,34 @@ pub fn provider_spec(
             "must be between 1 and 120000",
         ));
     }
-    let k = raw.kind.as_str();
+    let tuning = Tuning {
+        retries: raw.retries,
+        max_rps: raw.max_rps,
+        max_concurrency: raw.max_concurrency,
+        circuit_breaker: raw.circuit_breaker.take(),
+    };
+    let k = raw.kind.clone();
+    check_fields(&k, &raw, path, problems)?;
+    let kind = kind_settings(&k, raw, path, problems)?;
+    let resilience = resilience(tuning, path, problems);
+    (problems.len() == before).then(|| ProviderSpec {
+        name: name.to_owned(),
+        timeout: Duration::from_millis(timeout_ms),
+        kind,
+        resilience,
+    })
+}
+
+/// The settings every kind shares: retries, caps and the circuit breaker.
+struct Tuning {
+    retries: Option<u32>,
+    max_rps: Option<f64>,
+    max_concurrency: Option<usize>,
+    circuit_breaker: Option<RawBreaker>,
+}
+
+/// The kind is known and no field of another kind is set.
+fn check_fields(k: &str, raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Option<()> {
     // Fields that mean nothing for this kind are a mistake worth reporting, not ignoring.
     let allowed: &[&str] = match k {
         "didit" => &["base_url", "api_key", "save_api_request", "rotate_image"],
@@ -212,7 +239,17 @@ pub fn provider_spec(
             ));
         }
     }
-    let kind = match k {
+    Some(())
+}
+
+/// The kind's own settings, each required one present and well-formed.
+fn kind_settings(
+    k: &str,
+    raw: RawProvider,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<ProviderKind> {
+    Some(match k {
         "didit" => ProviderKind::Didit {
             base_url: url(raw.base_url, path, k, problems)?,
             api_key: secret(raw.api_key, path, "api_key", k, problems)?,
@@ -251,7 +288,10 @@ pub fn provider_spec(
             models_dir: raw.models_dir,
             max_queue: raw.max_queue,
         },
-    };
+    })
+}
+
+fn resilience(raw: Tuning, path: &str, problems: &mut Vec<Problem>) -> Resilience {
     let mut resilience = Resilience::default();
     if let Some(r) = raw.retries {
         if r > 5 {
@@ -300,10 +340,5 @@ pub fn provider_spec(
             resilience.breaker_cooldown = Duration::from_millis(ms);
         }
     }
-    (problems.len() == before).then(|| ProviderSpec {
-        name: name.to_owned(),
-        timeout: Duration::from_millis(timeout_ms),
-        kind,
-        resilience,
-    })
+    resilience
 }

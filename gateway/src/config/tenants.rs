@@ -190,15 +190,67 @@ pub fn tenant(
             "tenant ids may contain only letters, digits, '-' and '_'",
         ));
     }
+    let (keys, key_rate_limits) = keys(id, &raw.keys, path, seen_keys, problems);
+    if !(0.0..=1.0).contains(&raw.threshold) {
+        problems.push(problem(
+            format!("{path}.threshold"),
+            "must be between 0 and 1",
+        ));
+    }
+    if let Some(b) = raw.review_band
+        && !(0.0..=1.0).contains(&b)
+    {
+        problems.push(problem(
+            format!("{path}.review_band"),
+            "must be between 0 and 1",
+        ));
+    }
+    let routing = routing(raw.routing, path, problems);
+    face_limits(raw.min_face_quality, raw.luminance, path, problems);
+    known_providers(&routing.providers, path, providers, problems);
+    let warning_actions = warning_actions(raw.warnings, path, problems);
+    if let Some(spec) = &raw.rate_limit {
+        check_rate(spec, &format!("{path}.rate_limit"), problems);
+    }
+    let credits = raw.credits.map(|c| credits(c, path, providers, problems));
+    let (face_checks, face_problems) = FaceChecks::from_raw(raw.duplicates, raw.blocklist);
+    for (key, message) in face_problems {
+        problems.push(problem(format!("{path}.{key}"), message));
+    }
+    (problems.len() == before).then(|| Tenant {
+        id: id.to_owned(),
+        keys,
+        threshold: raw.threshold,
+        review_band: raw.review_band,
+        routing,
+        warning_actions,
+        allow_provider_override: raw.allow_provider_override,
+        min_face_quality: raw.min_face_quality,
+        luminance: raw.luminance.map(|[lo, hi]| (lo, hi)),
+        credits,
+        rate_limit: raw.rate_limit,
+        key_rate_limits,
+        face_checks,
+    })
+}
+
+/// The tenant's key hashes, each used by one tenant only, with their own limits.
+fn keys(
+    id: &str,
+    raw_keys: &[RawKey],
+    path: &str,
+    seen_keys: &mut HashMap<KeyHash, String>,
+    problems: &mut Vec<Problem>,
+) -> (Vec<KeyHash>, HashMap<KeyHash, RateSpec>) {
     let mut keys = Vec::new();
-    if raw.keys.is_empty() {
+    if raw_keys.is_empty() {
         problems.push(problem(
             format!("{path}.keys"),
             "at least one key hash is required",
         ));
     }
     let mut key_rate_limits = HashMap::new();
-    for (i, k) in raw.keys.iter().enumerate() {
+    for (i, k) in raw_keys.iter().enumerate() {
         if let Some(spec) = k.rate_limit() {
             check_rate(&spec, &format!("{path}.keys[{i}].rate_limit"), problems);
         }
@@ -218,21 +270,11 @@ pub fn tenant(
             Err(e) => problems.push(problem(format!("{path}.keys[{i}]"), e)),
         }
     }
-    if !(0.0..=1.0).contains(&raw.threshold) {
-        problems.push(problem(
-            format!("{path}.threshold"),
-            "must be between 0 and 1",
-        ));
-    }
-    if let Some(b) = raw.review_band
-        && !(0.0..=1.0).contains(&b)
-    {
-        problems.push(problem(
-            format!("{path}.review_band"),
-            "must be between 0 and 1",
-        ));
-    }
-    let r = raw.routing;
+    (keys, key_rate_limits)
+}
+
+/// `routing:`: the strategy's rules about providers, weights, fallback and the deadline.
+fn routing(r: RawRouting, path: &str, problems: &mut Vec<Problem>) -> Routing {
     if r.providers.is_empty() {
         problems.push(problem(
             format!("{path}.routing.providers"),
@@ -295,7 +337,23 @@ pub fn tenant(
             ));
         }
     }
-    if let Some(q) = raw.min_face_quality
+    Routing {
+        strategy: r.strategy,
+        providers: r.providers,
+        weights: r.weights,
+        fallback: r.fallback,
+        deadline: Duration::from_millis(deadline_ms),
+    }
+}
+
+/// `min_face_quality` and `luminance` are fractions; luminance is an ordered pair.
+fn face_limits(
+    min_face_quality: Option<f64>,
+    luminance: Option<[f64; 2]>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(q) = min_face_quality
         && !(0.0..=1.0).contains(&q)
     {
         problems.push(problem(
@@ -303,7 +361,7 @@ pub fn tenant(
             "must be between 0 and 1",
         ));
     }
-    if let Some([lo, hi]) = raw.luminance
+    if let Some([lo, hi]) = luminance
         && !((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi) && lo <= hi)
     {
         problems.push(problem(
@@ -311,7 +369,16 @@ pub fn tenant(
             "must be [min, max] with 0 <= min <= max <= 1",
         ));
     }
-    for (i, p) in r.providers.iter().enumerate() {
+}
+
+/// Every routed provider is declared under `providers:`.
+fn known_providers(
+    routed: &[String],
+    path: &str,
+    providers: &BTreeSet<String>,
+    problems: &mut Vec<Problem>,
+) {
+    for (i, p) in routed.iter().enumerate() {
         if !providers.contains(p) {
             problems.push(problem(
                 format!("{path}.routing.providers[{i}]"),
@@ -319,6 +386,14 @@ pub fn tenant(
             ));
         }
     }
+}
+
+/// The default actions, then the tenant's own; codes are UPPER_SNAKE_CASE.
+fn warning_actions(
+    raw: BTreeMap<String, WarningAction>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> HashMap<String, WarningAction> {
     let mut warning_actions: HashMap<String, WarningAction> = HashMap::new();
     for c in DEFAULT_DECLINE {
         warning_actions.insert(c.to_owned(), WarningAction::Decline);
@@ -326,7 +401,7 @@ pub fn tenant(
     for c in DEFAULT_REVIEW {
         warning_actions.insert(c.to_owned(), WarningAction::Review);
     }
-    for (code, action) in raw.warnings {
+    for (code, action) in raw {
         if code.is_empty()
             || !code
                 .chars()
@@ -339,60 +414,40 @@ pub fn tenant(
         }
         warning_actions.insert(code, action);
     }
-    if let Some(spec) = &raw.rate_limit {
-        check_rate(spec, &format!("{path}.rate_limit"), problems);
+    warning_actions
+}
+
+/// `credits:`: a non-negative opening balance and costs of declared providers.
+fn credits(
+    c: RawCredits,
+    path: &str,
+    providers: &BTreeSet<String>,
+    problems: &mut Vec<Problem>,
+) -> Credits {
+    if c.initial < 0 {
+        problems.push(problem(
+            format!("{path}.credits.initial"),
+            "must be 0 or more",
+        ));
     }
-    let credits = raw.credits.map(|c| {
-        if c.initial < 0 {
+    for (name, cost) in &c.cost {
+        if !providers.contains(name) {
             problems.push(problem(
-                format!("{path}.credits.initial"),
+                format!("{path}.credits.cost.{name}"),
+                format!("unknown provider {name:?}"),
+            ));
+        }
+        if *cost < 0 {
+            problems.push(problem(
+                format!("{path}.credits.cost.{name}"),
                 "must be 0 or more",
             ));
         }
-        for (name, cost) in &c.cost {
-            if !providers.contains(name) {
-                problems.push(problem(
-                    format!("{path}.credits.cost.{name}"),
-                    format!("unknown provider {name:?}"),
-                ));
-            }
-            if *cost < 0 {
-                problems.push(problem(
-                    format!("{path}.credits.cost.{name}"),
-                    "must be 0 or more",
-                ));
-            }
-        }
-        Credits {
-            initial: c.initial,
-            cost: c.cost,
-        }
-    });
-    let (face_checks, face_problems) = FaceChecks::from_raw(raw.duplicates, raw.blocklist);
-    for (key, message) in face_problems {
-        problems.push(problem(format!("{path}.{key}"), message));
     }
-    (problems.len() == before).then(|| Tenant {
-        id: id.to_owned(),
-        keys,
-        threshold: raw.threshold,
-        review_band: raw.review_band,
-        routing: Routing {
-            strategy: r.strategy,
-            providers: r.providers,
-            weights: r.weights,
-            fallback: r.fallback,
-            deadline: Duration::from_millis(deadline_ms),
-        },
-        warning_actions,
-        allow_provider_override: raw.allow_provider_override,
-        min_face_quality: raw.min_face_quality,
-        luminance: raw.luminance.map(|[lo, hi]| (lo, hi)),
-        credits,
-        rate_limit: raw.rate_limit,
-        key_rate_limits,
-        face_checks,
-    })
+    Credits {
+        initial: c.initial,
+        cost: c.cost,
+    }
 }
 
 fn check_rate(spec: &RateSpec, path: &str, problems: &mut Vec<Problem>) {

@@ -51,17 +51,7 @@ async fn wait_ready(base: &str) {
 
 async fn check(base: &str, key: &str, sample: &str) -> serde_json::Value {
     let bytes = std::fs::read(format!("{}/samples/{sample}", models_dir())).expect("sample");
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(bytes).file_name(sample.to_owned()),
-    );
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/v1/liveness"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("send");
+    let resp = crate::harness::post_selfie(&reqwest::Client::new(), base, key, bytes, sample).await;
     assert_eq!(resp.status().as_u16(), 200);
     resp.json().await.expect("json")
 }

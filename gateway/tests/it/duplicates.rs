@@ -67,34 +67,8 @@ async fn admin(h: &Harness, method: reqwest::Method, path: &str, body: Option<Va
     Harness::reply(req.send().await.expect("send")).await
 }
 
-macro_rules! identity_cases {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(h) = crate::harness::Harness::start_with(
-                        crate::harness::Backend::Sqlite, super::yaml).await {
-                        super::$case(h).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(h) = crate::harness::Harness::start_with(
-                        crate::harness::Backend::Postgres, super::yaml).await {
-                        super::$case(h).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-identity_cases!(
+crate::backend_matrix!(
+    yaml = yaml;
     same_face_twice_is_a_duplicate,
     blocklisted_face_is_declined,
     tenants_without_checks_keep_nothing,

@@ -246,28 +246,8 @@ fn score(r: &Reply) -> f64 {
         .unwrap_or_else(|| panic!("no score: {}", r.body))
 }
 
-macro_rules! engine_cases {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(crate::harness::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(crate::harness::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-engine_cases!(
+crate::backend_matrix!(
+    backend;
     liveness_on_the_samples,
     liveness_threshold_field,
     liveness_no_face_and_two_faces,
@@ -1032,17 +1012,7 @@ tenants:
         let client = client.clone();
         let base = base.clone();
         async move {
-            let form = reqwest::multipart::Form::new().part(
-                "image",
-                reqwest::multipart::Part::bytes(image).file_name("selfie"),
-            );
-            let resp = client
-                .post(format!("{base}/v1/liveness"))
-                .bearer_auth(key)
-                .multipart(form)
-                .send()
-                .await
-                .expect("send");
+            let resp = crate::harness::post_selfie(&client, &base, key, image, "selfie").await;
             Harness::reply(resp).await
         }
     };

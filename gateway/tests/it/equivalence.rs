@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::harness::{ACME_KEY, COLL_KEY, Harness, KAIROS_KEY, Sim, jpeg};
 
-crate::store_cases!(same_outcome_same_verdict);
+crate::backend_matrix!(same_outcome_same_verdict);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Vendor {

@@ -20,28 +20,8 @@ pub(crate) fn photo(name: &str) -> Vec<u8> {
 /// the anti-spoofing models rightly doubt; matching is what these tests are about.
 const NO_LIVENESS: (&str, &str) = ("check_liveness", "false");
 
-macro_rules! matching_cases {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(crate::harness::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(crate::harness::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-matching_cases!(
+crate::backend_matrix!(
+    backend;
     enroll_stores_the_embedding_and_identify_finds_the_person,
     verify_by_face_id_and_external_id,
     compare_two_images,

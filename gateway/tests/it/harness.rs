@@ -350,6 +350,27 @@ impl Drop for Kill {
 }
 
 /// A port nothing listens on right now (bound, read, released).
+/// `POST {base}/v1/liveness` with `image` as a multipart file named `name`, to any server.
+pub async fn post_selfie(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    image: Vec<u8>,
+    name: &str,
+) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(image).file_name(name.to_owned()),
+    );
+    client
+        .post(format!("{base}/v1/liveness"))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("send")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -383,17 +404,34 @@ pub fn encode(w: u32, h: u32, seed: u8, format: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
-/// Run one async test case against a backend; Postgres cases are skipped when unavailable.
+/// One test per case and backend (SQLite, Postgres); Postgres cases are skipped when it is
+/// unavailable, except under CI. `backend_matrix!(a, b)` hands each case a `Harness` on the
+/// default config, `backend_matrix!(yaml = f; a, b)` one on the config `f` writes, and
+/// `backend_matrix!(backend; a, b)` the `Backend` itself.
 #[macro_export]
-macro_rules! store_cases {
-    ($($case:ident),* $(,)?) => {
+macro_rules! backend_matrix {
+    (@run $backend:ident, [harness], $case:ident) => {
+        if let Some(h) = $crate::harness::Harness::start($crate::harness::Backend::$backend).await {
+            super::$case(h).await;
+        }
+    };
+    (@run $backend:ident, [yaml $yaml:ident], $case:ident) => {
+        if let Some(h) =
+            $crate::harness::Harness::start_with($crate::harness::Backend::$backend, super::$yaml)
+                .await
+        {
+            super::$case(h).await;
+        }
+    };
+    (@run $backend:ident, [backend], $case:ident) => {
+        super::$case($crate::harness::Backend::$backend).await;
+    };
+    (@mods $how:tt; $($case:ident),*) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(h) = $crate::harness::Harness::start($crate::harness::Backend::Sqlite).await {
-                        super::$case(h).await;
-                    }
+                    $crate::backend_matrix!(@run Sqlite, $how, $case);
                 }
             )*
         }
@@ -401,11 +439,18 @@ macro_rules! store_cases {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(h) = $crate::harness::Harness::start($crate::harness::Backend::Postgres).await {
-                        super::$case(h).await;
-                    }
+                    $crate::backend_matrix!(@run Postgres, $how, $case);
                 }
             )*
         }
+    };
+    (yaml = $yaml:ident; $($case:ident),* $(,)?) => {
+        $crate::backend_matrix!(@mods [yaml $yaml]; $($case),*);
+    };
+    (backend; $($case:ident),* $(,)?) => {
+        $crate::backend_matrix!(@mods [backend]; $($case),*);
+    };
+    ($($case:ident),* $(,)?) => {
+        $crate::backend_matrix!(@mods [harness]; $($case),*);
     };
 }

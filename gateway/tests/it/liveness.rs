@@ -2,7 +2,7 @@ use serde_json::json;
 
 use crate::harness::{ACME_KEY, DIDIT_SECRET, Harness, encode, jpeg};
 
-crate::store_cases!(
+crate::backend_matrix!(
     approved_and_threshold_reaches_didit,
     upstream_approval_below_tenant_threshold_is_declined,
     no_face,

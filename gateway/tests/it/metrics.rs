@@ -250,33 +250,4 @@ async fn server_timing_on_every_answer(h: Harness) {
     timing(&r.headers);
 }
 
-macro_rules! metrics_cases {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(h) = crate::harness::Harness::start_with(
-                        crate::harness::Backend::Sqlite, super::metrics_yaml).await
-                    {
-                        super::$case(h).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(h) = crate::harness::Harness::start_with(
-                        crate::harness::Backend::Postgres, super::metrics_yaml).await
-                    {
-                        super::$case(h).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-metrics_cases!(counts_after_a_known_mix, server_timing_on_every_answer);
+crate::backend_matrix!(yaml = metrics_yaml; counts_after_a_known_mix, server_timing_on_every_answer);

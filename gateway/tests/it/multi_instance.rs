@@ -196,17 +196,7 @@ async fn post(
     key: &str,
     seed: u8,
 ) -> (u16, serde_json::Value) {
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(small_jpeg(seed)).file_name("s.jpg"),
-    );
-    let r = client
-        .post(format!("{base}/v1/liveness"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("send");
+    let r = crate::harness::post_selfie(client, base, key, small_jpeg(seed), "s.jpg").await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or_default())
 }

@@ -11,7 +11,7 @@ use crate::harness::{
     default_yaml, encode, jpeg,
 };
 
-crate::store_cases!(
+crate::backend_matrix!(
     kairos_nested_shape_and_what_kairos_received,
     kairos_flat_shape_201_without_uid,
     kairos_uuid_spelling_and_response_code_not_trusted,

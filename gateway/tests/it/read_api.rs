@@ -2,7 +2,7 @@ use serde_json::json;
 
 use crate::harness::{ACME_KEY, BETA_KEY, Harness, jpeg};
 
-crate::store_cases!(
+crate::backend_matrix!(
     tenant_isolation,
     pagination_and_filters,
     health_and_problems

@@ -129,17 +129,9 @@ async fn every_example_tenant_works_against_livegate_simulate() {
         ("baz", "initech", "engine", engine, "image"),
     ];
     for (i, (key, tenant, provider, port, field)) in cases.into_iter().enumerate() {
-        let form = reqwest::multipart::Form::new().part(
-            "image",
-            reqwest::multipart::Part::bytes(jpeg(200 + i as u8)).file_name("selfie.jpg"),
-        );
-        let resp = client
-            .post(format!("{base}/v1/liveness"))
-            .bearer_auth(key)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send");
+        let resp =
+            crate::harness::post_selfie(&client, &base, key, jpeg(200 + i as u8), "selfie.jpg")
+                .await;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.expect("json");
         assert_eq!(status, 200, "{tenant}: {body}\n{}", logs(&dir));

@@ -39,12 +39,17 @@ pub async fn get_one(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1-200 (default 50).
+    // Read as text so that a bad value answers `invalid_limit`, not a generic rejection.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     pub cursor: Option<String>,
     /// Only this decision: `approved`, `declined` or `review`.
+    #[param(value_type = Option<Decision>)]
     pub decision: Option<String>,
     /// Only verifications created at or after this RFC 3339 time.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
 }
 
