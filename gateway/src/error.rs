@@ -94,6 +94,7 @@ error_codes! {
     InvalidMetadata = (BAD_REQUEST, "invalid_metadata"),
     InvalidMultipart = (BAD_REQUEST, "invalid_multipart"),
     InvalidPath = (BAD_REQUEST, "invalid_path"),
+    InvalidQuery = (BAD_REQUEST, "invalid_query"),
     InvalidReason = (BAD_REQUEST, "invalid_reason"),
     InvalidRequest = (BAD_REQUEST, "invalid_request"),
     InvalidSince = (BAD_REQUEST, "invalid_since"),

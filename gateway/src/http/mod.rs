@@ -2,6 +2,7 @@
 //! Server-Timing, the OpenAPI document and one handler module per resource.
 
 pub mod auth;
+pub mod extract;
 pub mod handlers;
 pub mod limiter;
 pub mod openapi;

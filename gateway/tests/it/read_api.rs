@@ -5,8 +5,22 @@ use crate::harness::{ACME_KEY, BETA_KEY, Harness, jpeg};
 crate::backend_matrix!(
     tenant_isolation,
     pagination_and_filters,
-    health_and_problems
+    health_and_problems,
+    malformed_queries_answer_problems
 );
+
+/// A query axum cannot even parse (a repeated field) is a problem+json like any other error.
+async fn malformed_queries_answer_problems(h: Harness) {
+    for query in ["since=null&since=null", "limit=1&limit=2"] {
+        let r = h.get(ACME_KEY, &format!("/v1/verifications?{query}")).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert_eq!(r.body["code"], "invalid_query", "{query}");
+        assert_eq!(
+            r.headers["content-type"], "application/problem+json",
+            "{query}"
+        );
+    }
+}
 
 async fn tenant_isolation(h: Harness) {
     h.sim_rule(json!({"score": 0.9})).await;

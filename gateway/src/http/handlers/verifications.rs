@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -9,6 +9,7 @@ use crate::check::decide::Decision;
 use crate::check::verdict::{Verification, VerificationPage};
 use crate::error::{ApiError, ErrorCode, Problem};
 use crate::http::auth::Caller;
+use crate::http::extract::Query;
 use crate::http::state::AppState;
 use crate::store::{ListFilter, StoreError};
 
