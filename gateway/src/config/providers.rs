@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use livegate_providers::Secret;
+/// Kairos's credential-header spelling, as the adapter defines it.
+pub use livegate_providers::kairos::HeaderStyle;
 
 use crate::config::problems::{Problem, problem};
 
@@ -80,14 +82,6 @@ impl ProviderKind {
             ProviderKind::Embedded { .. } => "embedded",
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeaderStyle {
-    Underscore,
-    Hyphen,
-    Both,
 }
 
 #[derive(Deserialize)]

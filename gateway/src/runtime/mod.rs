@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use livegate_providers::Provider;
 
-use crate::config::{Config, HeaderStyle, KeyHash, ProviderKind, ProviderSpec, Tenant};
+use crate::config::{Config, KeyHash, ProviderKind, ProviderSpec, Tenant};
 use crate::runtime::guard::{BreakerState, Guarded};
 
 #[derive(Debug)]
@@ -134,19 +134,14 @@ fn build_provider(
             app_key,
             header_style,
         } => {
-            use livegate_providers::kairos::{HeaderStyle as Style, Kairos, KairosConfig};
-            let header_style = match header_style {
-                HeaderStyle::Underscore => Style::Underscore,
-                HeaderStyle::Hyphen => Style::Hyphen,
-                HeaderStyle::Both => Style::Both,
-            };
+            use livegate_providers::kairos::{Kairos, KairosConfig};
             let p = Kairos::new(KairosConfig {
                 name: spec.name.clone(),
                 base_url: base_url.clone(),
                 path: path.clone(),
                 app_id: app_id.clone(),
                 app_key: app_key.clone(),
-                header_style,
+                header_style: *header_style,
                 timeout: spec.timeout,
             })
             .map_err(|e| e.message)?;
