@@ -154,12 +154,6 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-impl PartialEq<&str> for ErrorCode {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// The `code` of a problem answer, left on the response for the errors metric.
 #[derive(Debug, Clone, Copy)]
 pub struct ProblemCode(pub ErrorCode);

@@ -86,18 +86,16 @@ async fn run(
     let sub = intake::read_submission(req.headers, body, limits)
         .instrument(intake_span.clone())
         .await?;
-    let admitted = intake::admit(req.tenant, sub, &mut draft.record)?;
+    let intake::Admitted { sub, image } = intake::admit(req.tenant, sub, &mut draft.record)?;
     if let Some(key) = idempotency_key {
-        match claim(services, req, &admitted, key, draft).await? {
+        match claim(services, req, &sub, key, draft).await? {
             Begin::Run => {}
             Begin::Replay { status, body } => return Ok(Ran::Replay { status, body }),
         }
     }
-    let image = decode(req, admitted.image.clone(), draft)
-        .instrument(intake_span)
-        .await?;
-    draft.reservation = reserve(services, req, admitted.sub.provider.as_deref()).await?;
-    let routed = call_providers(req, &image, admitted.sub.provider.as_deref(), draft).await?;
+    let image = decode(req, image, draft).instrument(intake_span).await?;
+    draft.reservation = reserve(services, req, sub.provider.as_deref()).await?;
+    let routed = call_providers(req, &image, sub.provider.as_deref(), draft).await?;
     let judgement = judge(services, req, &image, &routed, draft).await?;
     record::apply_verdict(
         &mut draft.record,
@@ -112,11 +110,10 @@ async fn run(
 async fn claim(
     services: &Services,
     req: Request<'_>,
-    admitted: &intake::Admitted,
+    sub: &intake::Submission,
     key: String,
     draft: &mut Draft,
 ) -> Result<Begin, ApiError> {
-    let sub = &admitted.sub;
     let fingerprint = idempotency::fingerprint(&[
         (
             "image_sha256",
