@@ -9,14 +9,14 @@
 
 mod matching;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use reqwest::header::HeaderValue;
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
+use serde::Deserialize;
 use url::Url;
 
-use crate::http::{self, HttpSettings};
+use crate::http::{self, HttpClient};
+use crate::settings::{SettingProblem, check_secret, check_url};
 use crate::{
     Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, SpoofType, UpstreamDecision, Warning, WarningCode,
@@ -24,46 +24,50 @@ use crate::{
 
 pub use matching::{Compared, EnrolledFace, FaceMatch, FaceRef, Verified};
 
-/// Settings of one collections-engine provider entry.
-#[derive(Debug, Clone)]
-pub struct CollectionsConfig {
-    pub name: String,
+/// Settings of one collections-engine provider entry (`kind: collections`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
     pub base_url: String,
     /// A key serves one collection, so the collection is part of the provider's identity.
     pub api_key: Secret,
     pub collection_id: String,
-    pub timeout: Duration,
+}
+
+impl Settings {
+    /// What is wrong with settings that parsed, by field.
+    pub fn problems(&self) -> Vec<SettingProblem> {
+        let mut p = Vec::new();
+        check_url("base_url", &self.base_url, &mut p);
+        check_secret("api_key", &self.api_key, &mut p);
+        p
+    }
 }
 
 #[derive(Debug)]
 pub struct Collections {
-    cfg: CollectionsConfig,
+    name: String,
+    settings: Settings,
     url: Url,
     api_key: HeaderValue,
-    client: reqwest::Client,
+    http: HttpClient,
     caps: Capabilities,
 }
 
 impl Collections {
-    pub fn new(cfg: CollectionsConfig) -> Result<Self, ProviderError> {
-        let client = http::client(&HttpSettings {
-            timeout: cfg.timeout,
-        })?;
-        let url = liveness_url(&cfg.base_url, &cfg.collection_id)?;
-        // Checked once so that a key that cannot be a header fails at startup; sensitive so
-        // that it never shows in reqwest's or hyper's debug output.
-        let mut api_key = HeaderValue::from_str(cfg.api_key.expose()).map_err(|_| {
-            ProviderError::new(
-                ErrorKind::AuthFailed,
-                "the collections api_key contains characters not allowed in an HTTP header",
-            )
-        })?;
-        api_key.set_sensitive(true);
+    pub fn new(
+        name: impl Into<String>,
+        settings: Settings,
+        http: HttpClient,
+    ) -> Result<Self, ProviderError> {
+        let url = liveness_url(&settings.base_url, &settings.collection_id)?;
+        let api_key = http::secret_header(&settings.api_key, "collections api_key")?;
         Ok(Self {
-            cfg,
+            name: name.into(),
+            settings,
             url,
             api_key,
-            client,
+            http,
             caps: Capabilities {
                 formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
                 min_side: 100,
@@ -79,25 +83,32 @@ impl Collections {
 /// The id goes in as one percent-encoded path segment, so an id with `/`, `?` or spaces can
 /// never address another route; a base URL with a path prefix keeps it.
 fn liveness_url(base: &str, collection_id: &str) -> Result<Url, ProviderError> {
-    let invalid = |why: String| ProviderError::new(ErrorKind::Unreachable, why);
     if collection_id.is_empty() || collection_id == "." || collection_id == ".." {
-        return Err(invalid(format!(
-            "{collection_id:?} is not a usable collection_id"
-        )));
+        return Err(ProviderError::new(
+            ErrorKind::Unreachable,
+            format!("{collection_id:?} is not a usable collection_id"),
+        ));
     }
+    api_url(base, &["collections", collection_id, "liveness"])
+}
+
+/// `{base}/api/v1/{tail...}`, each part of `tail` one encoded path segment.
+fn api_url(base: &str, tail: &[&str]) -> Result<Url, ProviderError> {
+    let invalid = |why: String| ProviderError::new(ErrorKind::Unreachable, why);
     let mut url =
         Url::parse(base).map_err(|e| invalid(format!("invalid collections base_url: {e}")))?;
     url.path_segments_mut()
         .map_err(|()| invalid("the collections base_url cannot take a path".to_owned()))?
         .pop_if_empty()
-        .extend(["api", "v1", "collections", collection_id, "liveness"]);
+        .extend(["api", "v1"])
+        .extend(tail);
     Ok(url)
 }
 
 #[async_trait]
 impl Provider for Collections {
     fn name(&self) -> &str {
-        &self.cfg.name
+        &self.name
     }
 
     fn kind(&self) -> &'static str {
@@ -109,57 +120,25 @@ impl Provider for Collections {
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
-        // The engine rejects anything but JPEG and PNG; the gateway's `adapt_image` transcodes
-        // before this point, so another format here is a caller bug, not a vendor rejection.
-        if !self.caps.formats.contains(&req.image.format) {
-            return Err(ProviderError::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "the collections engine takes JPEG or PNG, not {}; adapt the image first",
-                    req.image.format.extension()
-                ),
-            ));
-        }
-        let image = Part::bytes(req.image.bytes.to_vec())
-            .file_name(format!("selfie.{}", req.image.format.extension()))
-            .mime_str(req.image.format.mime())
-            .map_err(|e| ProviderError::new(ErrorKind::BadInput, e.to_string()))?;
+        http::require_format(&self.caps, &req.image, "the collections engine")?;
         let form = Form::new()
-            .part("image", image)
-            .text("liveness_threshold", unit_decimal(req.threshold));
-        let mut call = self
-            .client
+            .part("image", http::image_part(&req.image, "selfie")?)
+            .text("liveness_threshold", http::unit_decimal(req.threshold));
+        let call = self
+            .http
             .post(self.url.clone())
             .header("X-API-Key", self.api_key.clone())
             .multipart(form);
-        if let Some(tp) = &req.traceparent {
-            call = call.header("traceparent", tp);
+        let ex = http::exchange(call, req.traceparent.as_deref()).await?;
+        if ex.is_success() {
+            return parse_answer(ex.status, &ex.body);
         }
-        let resp = call
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
-        let status = resp.status().as_u16();
-        let retry_after = http::retry_after(resp.headers());
-        let body = http::read_body(resp).await?;
-        if (200..300).contains(&status) {
-            return parse_answer(status, &body);
-        }
-        if let Some(answer) = rejection_verdict(status, &body) {
+        if let Some(answer) = rejection_verdict(ex.status, &ex.body) {
             return Ok(answer);
         }
-        let mut err = classify_error(status, &body).with_response(status, body);
-        err.retry_after = retry_after;
-        Err(err)
+        let err = classify_error(ex.status, &ex.body);
+        Err(ex.into_error(err))
     }
-}
-
-/// Four decimals are finer than the engine's resolution and keep float noise such as
-/// `0.30000000000000004` off the wire; the trailing `.0` keeps `1` and `0` visibly decimal.
-fn unit_decimal(t: f64) -> String {
-    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
-    let s = ((t * 10_000.0).round() / 10_000.0).to_string();
-    if s.contains('.') { s } else { format!("{s}.0") }
 }
 
 fn parse_answer(status: u16, body: &str) -> Result<ProviderAnswer, ProviderError> {
@@ -302,10 +281,6 @@ fn classify_error(status: u16, body: &str) -> ProviderError {
         .map(|e| e.text())
         .unwrap_or_else(|| "(no detail)".to_owned());
     let (kind, message) = match status {
-        400 | 413 | 415 | 422 => (
-            ErrorKind::BadInput,
-            format!("the collections engine rejected the request: {detail}"),
-        ),
         401 => (
             ErrorKind::AuthFailed,
             format!("the collections engine refused the API key: {detail}"),
@@ -320,18 +295,7 @@ fn classify_error(status: u16, body: &str) -> ProviderError {
             ErrorKind::AuthFailed,
             format!("the collection is unknown to this API key: {detail}"),
         ),
-        429 => (
-            ErrorKind::RateLimited,
-            "collections engine rate limit reached".to_owned(),
-        ),
-        500..=599 => (
-            ErrorKind::Unavailable,
-            format!("the collections engine failed with HTTP {status}: {detail}"),
-        ),
-        _ => (
-            ErrorKind::BadResponse,
-            format!("unexpected HTTP {status} from the collections engine: {detail}"),
-        ),
+        _ => return http::classify_status(status, "the collections engine", Some(&detail)),
     };
     ProviderError::new(kind, message)
 }
@@ -400,17 +364,10 @@ mod wire {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
-    use axum::extract::{Multipart, State};
-    use axum::http::{HeaderMap as AxumHeaders, StatusCode};
-    use axum::response::IntoResponse;
-    use tokio::sync::mpsc;
+    use std::time::Duration;
 
     use super::*;
-    use crate::ImageInput;
+    use crate::test_upstream::{self, upstream};
 
     fn error_body(code: &str, message: &str) -> String {
         format!(
@@ -578,7 +535,7 @@ mod tests {
 
     #[test]
     fn capabilities_and_secret_hygiene() {
-        let c = Collections::new(config("http://127.0.0.1:1".into(), "c1")).expect("new");
+        let c = collections(config("http://127.0.0.1:1".into(), "c1")).expect("new");
         assert_eq!(c.kind(), "collections");
         assert_eq!(c.name(), "engine");
         let caps = c.capabilities();
@@ -592,136 +549,34 @@ mod tests {
         let mut cfg = config("http://127.0.0.1:1".into(), "c1");
         cfg.api_key = Secret::new("bad\nkey");
         assert_eq!(
-            Collections::new(cfg).expect_err("bad").kind,
+            collections(cfg).expect_err("bad").kind,
             ErrorKind::AuthFailed
         );
     }
 
-    #[test]
-    fn threshold_is_a_decimal_in_unit_range() {
-        assert_eq!(unit_decimal(0.75), "0.75");
-        assert_eq!(unit_decimal(0.1 + 0.2), "0.3");
-        assert_eq!(unit_decimal(1.0), "1.0");
-        assert_eq!(unit_decimal(2.0), "1.0");
-        assert_eq!(unit_decimal(f64::NAN), "0.0");
-    }
-
     // ---- on the wire -------------------------------------------------------------------
 
-    struct Seen {
-        path: String,
-        headers: AxumHeaders,
-        fields: Vec<Field>,
-    }
-
-    struct Field {
-        name: String,
-        file: Option<String>,
-        ctype: Option<String>,
-        bytes: Vec<u8>,
-    }
-
-    #[derive(Clone)]
-    struct Upstream {
-        status: StatusCode,
-        headers: Vec<(&'static str, &'static str)>,
-        body: String,
-        seen: mpsc::UnboundedSender<Seen>,
-    }
-
-    async fn record(
-        State(up): State<Arc<Upstream>>,
-        uri: axum::http::Uri,
-        headers: AxumHeaders,
-        mut multipart: Multipart,
-    ) -> impl IntoResponse {
-        let mut fields = Vec::new();
-        while let Some(field) = multipart.next_field().await.expect("multipart") {
-            let name = field.name().unwrap_or_default().to_owned();
-            let file = field.file_name().map(str::to_owned);
-            let ctype = field.content_type().map(str::to_owned);
-            let bytes = field.bytes().await.expect("field").to_vec();
-            fields.push(Field {
-                name,
-                file,
-                ctype,
-                bytes,
-            });
-        }
-        let path = uri.path().to_owned();
-        up.seen
-            .send(Seen {
-                path,
-                headers,
-                fields,
-            })
-            .expect("send");
-        let mut out = AxumHeaders::new();
-        for (k, v) in &up.headers {
-            out.insert(*k, v.parse().expect("header"));
-        }
-        (up.status, out, up.body.clone())
-    }
-
-    async fn upstream(
-        status: u16,
-        headers: Vec<(&'static str, &'static str)>,
-        body: impl Into<String>,
-    ) -> (String, mpsc::UnboundedReceiver<Seen>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let up = Arc::new(Upstream {
-            status: StatusCode::from_u16(status).expect("status"),
-            headers,
-            body: body.into(),
-            seen: tx,
-        });
-        let app = axum::Router::new().fallback(record).with_state(up);
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (format!("http://{addr}"), rx)
-    }
-
-    fn config(base_url: String, collection_id: &str) -> CollectionsConfig {
-        CollectionsConfig {
-            name: "engine".into(),
+    fn config(base_url: String, collection_id: &str) -> Settings {
+        Settings {
             base_url,
             api_key: Secret::new("fr_test_0123456789abcdef0123456789abcdef"),
             collection_id: collection_id.into(),
-            timeout: Duration::from_secs(5),
         }
     }
 
+    fn collections(settings: Settings) -> Result<Collections, ProviderError> {
+        Collections::new("engine", settings, HttpClient::new().expect("client"))
+    }
+
     fn request(format: ImageFormat, threshold: f64) -> CheckRequest {
-        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
-            120,
-            110,
-            image::Rgb([120, 90, 60]),
-        ));
-        let mut buf = Cursor::new(Vec::new());
-        img.write_to(&mut buf, format.codec()).expect("encode");
-        CheckRequest {
-            image: ImageInput {
-                bytes: buf.into_inner().into(),
-                format,
-                width: 120,
-                height: 110,
-                sha256: "x".into(),
-                decoded: Arc::new(img),
-            },
-            threshold,
-            request_id: "req-1".into(),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-        }
+        test_upstream::request(format, 120, 110, threshold)
     }
 
     #[tokio::test]
     async fn sends_image_threshold_key_and_encoded_path() {
         let ok = r#"{"success":true,"data":{"is_live":true,"liveness_score":0.97,"spoof_type":null,"query_time_ms":15}}"#;
         let (base, mut rx) = upstream(200, vec![], ok).await;
-        let c = Collections::new(config(format!("{base}/"), "team a/1")).expect("new");
+        let c = collections(config(format!("{base}/"), "team a/1")).expect("new");
         let req = request(ImageFormat::Png, 0.6);
         let a = c.check(&req).await.expect("check");
         assert_eq!(a.score, Some(0.97));
@@ -751,7 +606,7 @@ mod tests {
     async fn no_face_422_is_a_verdict_on_the_wire() {
         let body = error_body("FACE_NOT_DETECTED", "No face detected");
         let (base, _rx) = upstream(422, vec![], body.clone()).await;
-        let c = Collections::new(config(base, "c1")).expect("new");
+        let c = collections(config(base, "c1")).expect("new");
         let a = c
             .check(&request(ImageFormat::Jpeg, 0.6))
             .await
@@ -765,7 +620,7 @@ mod tests {
     async fn errors_keep_status_body_and_retry_after() {
         let body = error_body("RATE_LIMITED", "Too many requests");
         let (base, _rx) = upstream(429, vec![("retry-after", "12")], body.clone()).await;
-        let c = Collections::new(config(base, "c1")).expect("new");
+        let c = collections(config(base, "c1")).expect("new");
         let e = c
             .check(&request(ImageFormat::Jpeg, 0.6))
             .await
@@ -776,7 +631,7 @@ mod tests {
 
         let body = error_body("INVALID_API_KEY", "Invalid API key");
         let (base, _rx) = upstream(401, vec![], body.clone()).await;
-        let c = Collections::new(config(base, "c1")).expect("new");
+        let c = collections(config(base, "c1")).expect("new");
         let e = c
             .check(&request(ImageFormat::Jpeg, 0.6))
             .await
@@ -787,7 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_formats_the_engine_does_not_take() {
-        let c = Collections::new(config("http://127.0.0.1:1".into(), "c1")).expect("new");
+        let c = collections(config("http://127.0.0.1:1".into(), "c1")).expect("new");
         let e = c
             .check(&request(ImageFormat::Webp, 0.6))
             .await

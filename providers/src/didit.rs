@@ -4,51 +4,69 @@
 //! (`docs/providers.md`) (integer or float scores, 0-100 quality and luminance, several DRF error
 //! body styles, and a 403 that means either "bad key" or "out of credits").
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use reqwest::multipart::{Form, Part};
+use reqwest::header::HeaderValue;
+use reqwest::multipart::Form;
+use serde::Deserialize;
 
-use crate::http::{self, HttpSettings};
+use crate::http::{self, HttpClient};
+use crate::settings::{SettingProblem, check_secret, check_url};
 use crate::{
     Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, UpstreamDecision, Warning, WarningCode,
 };
 
-/// Settings of one Didit provider entry.
-#[derive(Debug, Clone)]
-pub struct DiditConfig {
-    pub name: String,
+/// Settings of one Didit provider entry (`kind: didit`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
     pub base_url: String,
     pub api_key: Secret,
-    pub timeout: Duration,
     /// Didit stores every call as a session in its console unless told not to; livegate
     /// defaults to not storing (privacy first), an operator may opt in.
+    #[serde(default)]
     pub save_api_request: bool,
+    #[serde(default)]
     pub rotate_image: Option<bool>,
+}
+
+impl Settings {
+    /// What is wrong with settings that parsed, by field.
+    pub fn problems(&self) -> Vec<SettingProblem> {
+        let mut p = Vec::new();
+        check_url("base_url", &self.base_url, &mut p);
+        check_secret("api_key", &self.api_key, &mut p);
+        p
+    }
 }
 
 #[derive(Debug)]
 pub struct Didit {
-    cfg: DiditConfig,
+    name: String,
+    settings: Settings,
     url: String,
-    client: reqwest::Client,
+    api_key: HeaderValue,
+    http: HttpClient,
     caps: Capabilities,
 }
 
 impl Didit {
-    pub fn new(cfg: DiditConfig) -> Result<Self, ProviderError> {
-        let client = http::client(&HttpSettings {
-            timeout: cfg.timeout,
-        })?;
+    pub fn new(
+        name: impl Into<String>,
+        settings: Settings,
+        http: HttpClient,
+    ) -> Result<Self, ProviderError> {
         let url = format!(
             "{}/v3/passive-liveness/",
-            cfg.base_url.trim_end_matches('/')
+            settings.base_url.trim_end_matches('/')
         );
+        let api_key = http::secret_header(&settings.api_key, "Didit api_key")?;
         Ok(Self {
-            cfg,
+            name: name.into(),
+            settings,
             url,
-            client,
+            api_key,
+            http,
             caps: Capabilities {
                 formats: vec![
                     ImageFormat::Jpeg,
@@ -68,7 +86,7 @@ impl Didit {
 #[async_trait]
 impl Provider for Didit {
     fn name(&self) -> &str {
-        &self.cfg.name
+        &self.name
     }
 
     fn kind(&self) -> &'static str {
@@ -80,81 +98,54 @@ impl Provider for Didit {
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
-        let image = Part::bytes(req.image.bytes.to_vec())
-            .file_name(format!("selfie.{}", req.image.format.extension()))
-            .mime_str(req.image.format.mime())
-            .map_err(|e| ProviderError::new(ErrorKind::BadInput, e.to_string()))?;
         let threshold = (req.threshold * 100.0).round().clamp(0.0, 100.0) as i64;
         let mut form = Form::new()
-            .part("user_image", image)
+            .part("user_image", http::image_part(&req.image, "selfie")?)
             .text(
                 "face_liveness_score_decline_threshold",
                 threshold.to_string(),
             )
-            .text("save_api_request", self.cfg.save_api_request.to_string())
+            .text(
+                "save_api_request",
+                self.settings.save_api_request.to_string(),
+            )
             .text("vendor_data", req.request_id.clone());
-        if let Some(rotate) = self.cfg.rotate_image {
+        if let Some(rotate) = self.settings.rotate_image {
             form = form.text("rotate_image", rotate.to_string());
         }
-        let mut call = self
-            .client
+        let call = self
+            .http
             .post(&self.url)
-            .header("x-api-key", self.cfg.api_key.expose())
+            .header("x-api-key", self.api_key.clone())
             .multipart(form);
-        if let Some(tp) = &req.traceparent {
-            call = call.header("traceparent", tp);
+        let ex = http::exchange(call, req.traceparent.as_deref()).await?;
+        if ex.is_success() {
+            return parse_answer(ex.status, &ex.body);
         }
-        let resp = call
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
-        let status = resp.status().as_u16();
-        let retry_after = http::retry_after(resp.headers());
-        let body = http::read_body(resp).await?;
-        if (200..300).contains(&status) {
-            return parse_answer(status, &body);
-        }
-        let mut err = classify_error(status, &body).with_response(status, body);
-        err.retry_after = retry_after;
-        Err(err)
+        let err = classify_error(ex.status, &ex.body);
+        Err(ex.into_error(err))
     }
 }
 
 fn classify_error(status: u16, body: &str) -> ProviderError {
     let detail = wire::error_text(body);
-    let (kind, message) = match status {
-        400 | 413 | 415 | 422 => (
-            ErrorKind::BadInput,
-            format!("Didit rejected the request: {detail}"),
-        ),
-        401 => (
+    match status {
+        401 => ProviderError::new(
             ErrorKind::AuthFailed,
             format!("Didit refused the API key: {detail}"),
         ),
         // 403 means "no credits" or, on some versions, a bad or unauthorised key: the detail
         // text is the only way to tell them apart.
-        403 if mentions_credits(&detail) => (
+        403 if mentions_credits(&detail) => ProviderError::new(
             ErrorKind::OutOfCredits,
             format!("the Didit account is out of credits: {detail}"),
         ),
-        403 => (
+        403 => ProviderError::new(
             ErrorKind::AuthFailed,
             format!("Didit refused access: {detail}"),
         ),
-        429 => (
-            ErrorKind::RateLimited,
-            "Didit rate limit reached".to_owned(),
-        ),
-        500..=599 => (
-            ErrorKind::Unavailable,
-            format!("Didit failed with HTTP {status}"),
-        ),
-        _ => (
-            ErrorKind::BadResponse,
-            format!("unexpected HTTP {status} from Didit"),
-        ),
-    };
-    ProviderError::new(kind, message)
+        _ => http::classify_status(status, "Didit", Some(&detail)),
+    }
 }
 
 fn mentions_credits(detail: &str) -> bool {

@@ -2,41 +2,54 @@
 //! most one call per core at a time, behind a bounded queue — when the queue is full the call
 //! fails at once as `Overloaded` (a 503) instead of piling up memory.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use livegate_engine::{Analysis, Engine};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use crate::settings::SettingProblem;
 use crate::{
     Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
     ProviderError, RawExchange, SpoofType, Warning, WarningCode,
 };
 
-#[derive(Debug, Clone)]
-pub struct EmbeddedConfig {
-    pub name: String,
+/// Settings of one built-in engine provider entry (`kind: embedded`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the models are; the gateway decides the default.
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
+    /// Checks allowed to wait for a worker; one more is refused (default 64).
+    #[serde(default)]
+    pub max_queue: Option<usize>,
     /// Inferences running at once (default: the number of cores).
-    pub workers: usize,
-    /// Calls allowed to wait for a worker; one more is refused.
-    pub max_queue: usize,
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
-impl EmbeddedConfig {
-    pub fn new(name: impl Into<String>) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self {
-            name: name.into(),
-            workers: cores,
-            max_queue: 64,
+impl Settings {
+    /// What is wrong with settings that parsed, by field.
+    pub fn problems(&self) -> Vec<SettingProblem> {
+        match self.workers {
+            Some(0) => vec![SettingProblem {
+                field: "workers",
+                message: "must be at least 1".to_owned(),
+            }],
+            _ => Vec::new(),
         }
     }
 }
 
 #[derive(Debug)]
 pub struct Embedded {
-    cfg: EmbeddedConfig,
+    name: String,
+    workers: usize,
+    max_queue: usize,
     engine: Engine,
     running: Arc<Semaphore>,
     admitted: Arc<AtomicUsize>,
@@ -44,12 +57,15 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub fn new(cfg: EmbeddedConfig, engine: Engine) -> Self {
-        let workers = cfg.workers.max(1);
+    pub fn new(name: impl Into<String>, settings: &Settings, engine: Engine) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = settings.workers.unwrap_or(cores).max(1);
         Self {
+            name: name.into(),
+            workers,
+            max_queue: settings.max_queue.unwrap_or(64),
             running: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(AtomicUsize::new(0)),
-            cfg: EmbeddedConfig { workers, ..cfg },
             engine,
             caps: Capabilities {
                 formats: vec![
@@ -83,7 +99,7 @@ impl Drop for Admission {
 #[async_trait]
 impl Provider for Embedded {
     fn name(&self) -> &str {
-        &self.cfg.name
+        &self.name
     }
 
     fn kind(&self) -> &'static str {
@@ -95,7 +111,7 @@ impl Provider for Embedded {
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
-        let limit = self.cfg.workers + self.cfg.max_queue;
+        let limit = self.workers.saturating_add(self.max_queue);
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= limit {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             return Err(ProviderError::new(

@@ -5,14 +5,13 @@
 //! two header spellings, HTTP 200 or 201, two body shapes for the image size, an undocumented
 //! `response_code`, integer or float confidences, and no documented error body.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::multipart::{Form, Part};
+use reqwest::header::{HeaderMap, HeaderName};
+use reqwest::multipart::Form;
 use serde::{Deserialize, Serialize};
 
-use crate::http::{self, HttpSettings};
+use crate::http::{self, HttpClient};
+use crate::settings::{SettingProblem, check_secret, check_url};
 use crate::{
     Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, UpstreamDecision, Warning, WarningCode,
@@ -32,71 +31,84 @@ pub enum HeaderStyle {
     Both,
 }
 
-/// Settings of one Kairos provider entry.
-#[derive(Debug, Clone)]
-pub struct KairosConfig {
-    pub name: String,
+/// Settings of one Kairos provider entry (`kind: kairos`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
     pub base_url: String,
     /// Appended to `base_url`; Kairos moved the endpoint between versions, so it is config.
+    #[serde(default = "default_path")]
     pub path: String,
     pub app_id: Secret,
     pub app_key: Secret,
+    #[serde(default)]
     pub header_style: HeaderStyle,
-    pub timeout: Duration,
 }
 
-impl KairosConfig {
+fn default_path() -> String {
+    Settings::DEFAULT_PATH.to_owned()
+}
+
+impl Settings {
     pub const DEFAULT_PATH: &'static str = "/v0.2/liveness-verification";
 
-    /// A config with the default path and header style.
-    pub fn new(
-        name: impl Into<String>,
-        base_url: impl Into<String>,
-        app_id: Secret,
-        app_key: Secret,
-        timeout: Duration,
-    ) -> Self {
+    /// Settings with the default path and header style.
+    pub fn new(base_url: impl Into<String>, app_id: Secret, app_key: Secret) -> Self {
         Self {
-            name: name.into(),
             base_url: base_url.into(),
-            path: Self::DEFAULT_PATH.to_owned(),
+            path: default_path(),
             app_id,
             app_key,
             header_style: HeaderStyle::default(),
-            timeout,
         }
+    }
+
+    /// What is wrong with settings that parsed, by field.
+    pub fn problems(&self) -> Vec<SettingProblem> {
+        let mut p = Vec::new();
+        check_url("base_url", &self.base_url, &mut p);
+        check_secret("app_id", &self.app_id, &mut p);
+        check_secret("app_key", &self.app_key, &mut p);
+        if !self.path.starts_with('/') {
+            p.push(SettingProblem {
+                field: "path",
+                message: "must start with /".to_owned(),
+            });
+        }
+        p
     }
 }
 
 #[derive(Debug)]
 pub struct Kairos {
-    cfg: KairosConfig,
+    name: String,
     url: String,
     auth: HeaderMap,
-    client: reqwest::Client,
+    http: HttpClient,
     caps: Capabilities,
 }
 
 impl Kairos {
-    pub fn new(cfg: KairosConfig) -> Result<Self, ProviderError> {
-        let client = http::client(&HttpSettings {
-            timeout: cfg.timeout,
-        })?;
-        let path = if cfg.path.is_empty() {
-            KairosConfig::DEFAULT_PATH
+    pub fn new(
+        name: impl Into<String>,
+        settings: Settings,
+        http: HttpClient,
+    ) -> Result<Self, ProviderError> {
+        let path = if settings.path.is_empty() {
+            Settings::DEFAULT_PATH
         } else {
-            cfg.path.as_str()
+            settings.path.as_str()
         };
         let slash = if path.starts_with('/') { "" } else { "/" };
-        let url = format!("{}{slash}{path}", cfg.base_url.trim_end_matches('/'));
-        let auth = auth_headers(&cfg)?;
+        let url = format!("{}{slash}{path}", settings.base_url.trim_end_matches('/'));
+        let auth = auth_headers(&settings)?;
         // v0.1 documents 480x480 as the smallest image; v0.2 lowered it to 300 px.
         let min_side = if path.contains("v0.1") { 480 } else { 300 };
         Ok(Self {
-            cfg,
+            name: name.into(),
             url,
             auth,
-            client,
+            http,
             caps: Capabilities {
                 // Kairos' documents show only JPEG and PNG samples; the gateway transcodes the rest.
                 formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
@@ -111,26 +123,14 @@ impl Kairos {
     }
 }
 
-/// Built once so that a credential that cannot be a header value fails at startup, and marked
-/// sensitive so that it never shows up in reqwest's or hyper's debug output.
-fn auth_headers(cfg: &KairosConfig) -> Result<HeaderMap, ProviderError> {
-    let names: &[(&str, &str)] = match cfg.header_style {
+fn auth_headers(settings: &Settings) -> Result<HeaderMap, ProviderError> {
+    let names: &[(&str, &str)] = match settings.header_style {
         HeaderStyle::Underscore => &[("app_id", "app_key")],
         HeaderStyle::Hyphen => &[("app-id", "app-key")],
         HeaderStyle::Both => &[("app_id", "app_key"), ("app-id", "app-key")],
     };
-    let value = |secret: &Secret, field: &str| {
-        let mut v = HeaderValue::from_str(secret.expose()).map_err(|_| {
-            ProviderError::new(
-                ErrorKind::AuthFailed,
-                format!("the Kairos {field} contains characters not allowed in an HTTP header"),
-            )
-        })?;
-        v.set_sensitive(true);
-        Ok::<_, ProviderError>(v)
-    };
-    let id = value(&cfg.app_id, "app_id")?;
-    let key = value(&cfg.app_key, "app_key")?;
+    let id = http::secret_header(&settings.app_id, "Kairos app_id")?;
+    let key = http::secret_header(&settings.app_key, "Kairos app_key")?;
     let mut headers = HeaderMap::new();
     for (id_name, key_name) in names {
         headers.insert(HeaderName::from_static(id_name), id.clone());
@@ -142,7 +142,7 @@ fn auth_headers(cfg: &KairosConfig) -> Result<HeaderMap, ProviderError> {
 #[async_trait]
 impl Provider for Kairos {
     fn name(&self) -> &str {
-        &self.cfg.name
+        &self.name
     }
 
     fn kind(&self) -> &'static str {
@@ -154,63 +154,29 @@ impl Provider for Kairos {
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
-        if !self.caps.formats.contains(&req.image.format) {
-            return Err(ProviderError::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "Kairos takes JPEG or PNG, not {}; adapt the image first",
-                    req.image.format.extension()
-                ),
-            ));
-        }
-        let image = Part::bytes(req.image.bytes.to_vec())
-            .file_name(format!("selfie.{}", req.image.format.extension()))
-            .mime_str(req.image.format.mime())
-            .map_err(|e| ProviderError::new(ErrorKind::BadInput, e.to_string()))?;
+        http::require_format(&self.caps, &req.image, "Kairos")?;
         let form = Form::new()
-            .part("selfie", image)
-            .text("threshold", unit_decimal(req.threshold));
-        let mut call = self
-            .client
+            .part("selfie", http::image_part(&req.image, "selfie")?)
+            .text("threshold", http::unit_decimal(req.threshold));
+        let call = self
+            .http
             .post(&self.url)
             .headers(self.auth.clone())
             .multipart(form);
-        if let Some(tp) = &req.traceparent {
-            call = call.header("traceparent", tp);
-        }
-        let resp = call
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
-        let status = resp.status().as_u16();
-        let retry_after = http::retry_after(resp.headers());
-        let body = http::read_body(resp).await?;
-        if matches!(status, 200 | 201) {
+        let ex = http::exchange(call, req.traceparent.as_deref()).await?;
+        if matches!(ex.status, 200 | 201) {
             let submitted = (req.image.width, req.image.height);
-            return parse_answer(status, &body, req.threshold, submitted);
+            return parse_answer(ex.status, &ex.body, req.threshold, submitted);
         }
-        let mut err = classify_error(status).with_response(status, body);
-        err.retry_after = retry_after;
-        Err(err)
+        let err = classify_error(ex.status);
+        Err(ex.into_error(err))
     }
-}
-
-/// Four decimals are finer than any upstream's resolution and keep float noise such as
-/// `0.30000000000000004` off the wire; the trailing `.0` keeps `1` and `0` visibly decimal.
-fn unit_decimal(t: f64) -> String {
-    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
-    let s = ((t * 10_000.0).round() / 10_000.0).to_string();
-    if s.contains('.') { s } else { format!("{s}.0") }
 }
 
 /// Kairos documents no error body, so the status alone decides; the body is kept verbatim by
 /// the caller for the attempt row.
 fn classify_error(status: u16) -> ProviderError {
     let (kind, message) = match status {
-        400 | 413 | 415 | 422 => (
-            ErrorKind::BadInput,
-            format!("Kairos rejected the request (HTTP {status})"),
-        ),
         // Kairos' own words: "403 ... you have reached a usage limit".
         403 => (
             ErrorKind::UsageLimit,
@@ -220,23 +186,12 @@ fn classify_error(status: u16) -> ProviderError {
             ErrorKind::Timeout,
             "Kairos timed out reading the request (HTTP 408)".to_owned(),
         ),
-        429 => (
-            ErrorKind::RateLimited,
-            "Kairos rate limit reached".to_owned(),
-        ),
         // Kairos documents every other 4xx as an authentication failure.
-        400..=499 => (
+        401..=499 if !matches!(status, 413 | 415 | 422 | 429) => (
             ErrorKind::AuthFailed,
             format!("Kairos refused the app_id/app_key (HTTP {status})"),
         ),
-        500..=599 => (
-            ErrorKind::Unavailable,
-            format!("Kairos failed with HTTP {status}"),
-        ),
-        _ => (
-            ErrorKind::BadResponse,
-            format!("unexpected HTTP {status} from Kairos"),
-        ),
+        _ => return http::classify_status(status, "Kairos", None),
     };
     ProviderError::new(kind, message)
 }
@@ -404,17 +359,10 @@ mod wire {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
-    use axum::extract::{Multipart, State};
-    use axum::http::{HeaderMap as AxumHeaders, StatusCode};
-    use axum::response::IntoResponse;
-    use tokio::sync::mpsc;
+    use std::time::Duration;
 
     use super::*;
-    use crate::ImageInput;
+    use crate::test_upstream::{self, upstream};
 
     const SUBMITTED: (u32, u32) = (95, 71);
 
@@ -589,20 +537,9 @@ mod tests {
     }
 
     #[test]
-    fn threshold_is_a_decimal_in_unit_range() {
-        assert_eq!(unit_decimal(0.6), "0.6");
-        assert_eq!(unit_decimal(0.1 + 0.2), "0.3");
-        assert_eq!(unit_decimal(0.12345), "0.1235");
-        assert_eq!(unit_decimal(1.0), "1.0");
-        assert_eq!(unit_decimal(0.0), "0.0");
-        assert_eq!(unit_decimal(7.0), "1.0");
-        assert_eq!(unit_decimal(-1.0), "0.0");
-    }
-
-    #[test]
     fn capabilities_follow_the_path_version() {
         let mut cfg = config("http://127.0.0.1:1".into(), HeaderStyle::Both);
-        let k = Kairos::new(cfg.clone()).expect("new");
+        let k = kairos(cfg.clone()).expect("new");
         assert_eq!(k.capabilities().min_side, 300);
         assert_eq!(k.capabilities().max_side, 5_000);
         assert_eq!(
@@ -612,7 +549,7 @@ mod tests {
         assert_eq!(k.url, "http://127.0.0.1:1/v0.2/liveness-verification");
         cfg.path = "/v0.1/liveness-verification".into();
         cfg.base_url.push('/');
-        let k = Kairos::new(cfg).expect("new");
+        let k = kairos(cfg).expect("new");
         assert_eq!(k.capabilities().min_side, 480);
         assert_eq!(k.url, "http://127.0.0.1:1/v0.1/liveness-verification");
         assert_eq!(k.kind(), "kairos");
@@ -624,124 +561,26 @@ mod tests {
         let mut cfg = config("http://127.0.0.1:1".into(), HeaderStyle::Both);
         cfg.app_key = Secret::new("line\nbreak");
         assert_eq!(
-            Kairos::new(cfg).expect_err("bad header").kind,
+            kairos(cfg).expect_err("bad header").kind,
             ErrorKind::AuthFailed
         );
     }
 
     // ---- on the wire -------------------------------------------------------------------
 
-    struct Seen {
-        path: String,
-        headers: AxumHeaders,
-        fields: Vec<Field>,
-    }
-
-    struct Field {
-        name: String,
-        file: Option<String>,
-        ctype: Option<String>,
-        bytes: Vec<u8>,
-    }
-
-    #[derive(Clone)]
-    struct Upstream {
-        status: StatusCode,
-        headers: Vec<(&'static str, &'static str)>,
-        body: &'static str,
-        seen: mpsc::UnboundedSender<Seen>,
-    }
-
-    async fn record(
-        State(up): State<Arc<Upstream>>,
-        uri: axum::http::Uri,
-        headers: AxumHeaders,
-        mut multipart: Multipart,
-    ) -> impl IntoResponse {
-        let mut fields = Vec::new();
-        while let Some(field) = multipart.next_field().await.expect("multipart") {
-            let name = field.name().unwrap_or_default().to_owned();
-            let file = field.file_name().map(str::to_owned);
-            let ctype = field.content_type().map(str::to_owned);
-            let bytes = field.bytes().await.expect("field").to_vec();
-            fields.push(Field {
-                name,
-                file,
-                ctype,
-                bytes,
-            });
-        }
-        let path = uri.path().to_owned();
-        up.seen
-            .send(Seen {
-                path,
-                headers,
-                fields,
-            })
-            .expect("send");
-        let mut out = AxumHeaders::new();
-        for (k, v) in &up.headers {
-            out.insert(*k, v.parse().expect("header"));
-        }
-        (up.status, out, up.body)
-    }
-
-    async fn upstream(
-        status: u16,
-        headers: Vec<(&'static str, &'static str)>,
-        body: &'static str,
-    ) -> (String, mpsc::UnboundedReceiver<Seen>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let up = Arc::new(Upstream {
-            status: StatusCode::from_u16(status).expect("status"),
-            headers,
-            body,
-            seen: tx,
-        });
-        let app = axum::Router::new().fallback(record).with_state(up);
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (format!("http://{addr}"), rx)
-    }
-
-    fn config(base_url: String, header_style: HeaderStyle) -> KairosConfig {
-        KairosConfig {
+    fn config(base_url: String, header_style: HeaderStyle) -> Settings {
+        Settings {
             header_style,
-            ..KairosConfig::new(
-                "kairos-eu",
-                base_url,
-                Secret::new("id-123"),
-                Secret::new("key-secret"),
-                Duration::from_secs(5),
-            )
+            ..Settings::new(base_url, Secret::new("id-123"), Secret::new("key-secret"))
         }
+    }
+
+    fn kairos(settings: Settings) -> Result<Kairos, ProviderError> {
+        Kairos::new("kairos-eu", settings, HttpClient::new().expect("client"))
     }
 
     fn request(threshold: f64) -> CheckRequest {
-        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
-            320,
-            300,
-            image::Rgb([120, 90, 60]),
-        ));
-        let mut buf = Cursor::new(Vec::new());
-        img.write_to(&mut buf, image::ImageFormat::Jpeg)
-            .expect("encode");
-        CheckRequest {
-            image: ImageInput {
-                bytes: buf.into_inner().into(),
-                format: ImageFormat::Jpeg,
-                width: 320,
-                height: 300,
-                sha256: "x".into(),
-                decoded: Arc::new(img),
-            },
-            threshold,
-            request_id: "req-1".into(),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-        }
+        test_upstream::request(ImageFormat::Jpeg, 320, 300, threshold)
     }
 
     const OK: &str = r#"{"api_req_uid":"abc","response_code":1,"response_data":{"faces_liveness":0.91,
@@ -751,7 +590,7 @@ mod tests {
     #[tokio::test]
     async fn sends_selfie_threshold_and_both_header_spellings() {
         let (base, mut rx) = upstream(201, vec![], OK).await;
-        let k = Kairos::new(config(base, HeaderStyle::Both)).expect("new");
+        let k = kairos(config(base, HeaderStyle::Both)).expect("new");
         let req = request(0.75);
         let a = k.check(&req).await.expect("check");
         assert_eq!(a.score, Some(0.91));
@@ -803,7 +642,7 @@ mod tests {
             ),
         ] {
             let (base, mut rx) = upstream(200, vec![], OK).await;
-            let k = Kairos::new(config(base, style)).expect("new");
+            let k = kairos(config(base, style)).expect("new");
             k.check(&request(0.5)).await.expect("check");
             let seen = rx.recv().await.expect("seen");
             for name in sent {
@@ -818,7 +657,7 @@ mod tests {
     #[tokio::test]
     async fn errors_keep_status_body_and_retry_after() {
         let (base, _rx) = upstream(429, vec![("retry-after", "7")], "slow down").await;
-        let k = Kairos::new(config(base, HeaderStyle::Both)).expect("new");
+        let k = kairos(config(base, HeaderStyle::Both)).expect("new");
         let e = k.check(&request(0.5)).await.expect_err("429");
         assert_eq!(e.kind, ErrorKind::RateLimited);
         assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
@@ -827,7 +666,7 @@ mod tests {
 
         let body = r#"{"message":"limit exceeded"}"#;
         let (base, _rx) = upstream(403, vec![], body).await;
-        let k = Kairos::new(config(base, HeaderStyle::Both)).expect("new");
+        let k = kairos(config(base, HeaderStyle::Both)).expect("new");
         let e = k.check(&request(0.5)).await.expect_err("403");
         assert_eq!(e.kind, ErrorKind::UsageLimit);
         assert_eq!(e.raw_body.as_deref(), Some(body));
@@ -835,7 +674,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_formats_kairos_does_not_document() {
-        let k = Kairos::new(config("http://127.0.0.1:1".into(), HeaderStyle::Both)).expect("new");
+        let k = kairos(config("http://127.0.0.1:1".into(), HeaderStyle::Both)).expect("new");
         let mut req = request(0.5);
         req.image.format = ImageFormat::Webp;
         assert_eq!(
@@ -847,7 +686,7 @@ mod tests {
     #[tokio::test]
     async fn transport_failures_are_classified() {
         // Port 1 on loopback refuses connections.
-        let k = Kairos::new(config("http://127.0.0.1:1".into(), HeaderStyle::Both)).expect("new");
+        let k = kairos(config("http://127.0.0.1:1".into(), HeaderStyle::Both)).expect("new");
         assert_eq!(
             k.check(&request(0.5)).await.expect_err("refused").kind,
             ErrorKind::Unreachable

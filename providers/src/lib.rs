@@ -6,6 +6,9 @@ mod error;
 mod image_input;
 mod model;
 mod secret;
+mod settings;
+#[cfg(test)]
+mod test_upstream;
 
 pub mod collections;
 pub mod didit;
@@ -14,11 +17,13 @@ mod http;
 pub mod kairos;
 
 pub use error::{ErrorKind, ProviderError};
+pub use http::HttpClient;
 pub use image_input::{Capabilities, ImageError, ImageFormat, ImageInput, adapt_image};
 pub use model::{
     Face, ProviderAnswer, RawExchange, SpoofType, UpstreamDecision, Warning, WarningCode,
 };
 pub use secret::Secret;
+pub use settings::SettingProblem;
 
 use async_trait::async_trait;
 

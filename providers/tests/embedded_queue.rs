@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use livegate_engine::Engine;
-use livegate_providers::embedded::{Embedded, EmbeddedConfig};
+use livegate_providers::embedded::{Embedded, Settings};
 use livegate_providers::{CheckRequest, ErrorKind, ImageFormat, ImageInput, Provider};
 
 fn models_dir() -> std::path::PathBuf {
@@ -25,14 +25,12 @@ async fn a_full_queue_is_refused_as_overloaded() {
         format: ImageFormat::Jpeg,
         sha256: String::new(),
     };
-    let provider = Arc::new(Embedded::new(
-        EmbeddedConfig {
-            name: "builtin".into(),
-            workers: 1,
-            max_queue: 1,
-        },
-        engine,
-    ));
+    let settings = Settings {
+        workers: Some(1),
+        max_queue: Some(1),
+        ..Settings::default()
+    };
+    let provider = Arc::new(Embedded::new("builtin", &settings, engine));
     let req = CheckRequest {
         image,
         threshold: 0.5,

@@ -21,8 +21,8 @@ use interpolate::interpolate;
 pub use keys::KeyHash;
 pub use problems::Problem;
 use problems::{problem, typed};
-pub use providers::{HeaderStyle, ProviderKind, ProviderSpec, Resilience};
-use providers::{RawProvider, provider_spec};
+use providers::provider_spec;
+pub use providers::{ProviderKind, ProviderSpec, Resilience};
 pub use tenants::{
     Credits, DEFAULT_COST, DEFAULT_DECLINE, DEFAULT_REVIEW, RateSpec, Routing, Strategy, Tenant,
     WarningAction,
@@ -146,9 +146,7 @@ impl Config {
         let mut providers = BTreeMap::new();
         for (name, v) in root.providers {
             let path = format!("providers.{name}");
-            if let Some(raw) = typed::<RawProvider>(v, &path, &mut problems)
-                && let Some(spec) = provider_spec(&name, raw, &path, &mut problems)
-            {
+            if let Some(spec) = provider_spec(&name, v, &path, &mut problems) {
                 providers.insert(name, spec);
             }
         }
@@ -252,7 +250,7 @@ tenants:
         assert_eq!(t.threshold, 0.8);
         assert_eq!(t.keys[0], KeyHash::of_key("foo"));
         match &c.providers["didit"].kind {
-            ProviderKind::Didit { api_key, .. } => assert_eq!(api_key.expose(), "k-123"),
+            ProviderKind::Didit(s) => assert_eq!(s.api_key.expose(), "k-123"),
             other => panic!("{other:?}"),
         }
         assert!(c.hash.starts_with("sha256:"));

@@ -1,15 +1,14 @@
 //! `providers:` entries: the kind's own settings, timeouts and resilience.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::{Mapping, Value};
 
-use livegate_providers::Secret;
-/// Kairos's credential-header spelling, as the adapter defines it.
-pub use livegate_providers::kairos::HeaderStyle;
+use livegate_providers::{SettingProblem, collections, didit, embedded, kairos};
 
-use crate::config::problems::{Problem, problem};
+use crate::config::problems::{Problem, problem, typed};
 
 /// A provider entry with its kind-specific settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,59 +46,50 @@ impl Default for Resilience {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A provider entry's kind with that adapter's own settings: each adapter describes its
+/// settings once, and this enum only names them by `kind`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProviderKind {
-    Didit {
-        base_url: String,
-        api_key: Secret,
-        save_api_request: bool,
-        rotate_image: Option<bool>,
-    },
-    Kairos {
-        base_url: String,
-        path: String,
-        app_id: Secret,
-        app_key: Secret,
-        header_style: HeaderStyle,
-    },
-    Collections {
-        base_url: String,
-        api_key: Secret,
-        collection_id: String,
-    },
-    Embedded {
-        models_dir: Option<PathBuf>,
-        max_queue: Option<usize>,
-    },
+    Didit(didit::Settings),
+    Kairos(kairos::Settings),
+    Collections(collections::Settings),
+    Embedded(embedded::Settings),
 }
 
 impl ProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
-            ProviderKind::Didit { .. } => "didit",
-            ProviderKind::Kairos { .. } => "kairos",
-            ProviderKind::Collections { .. } => "collections",
-            ProviderKind::Embedded { .. } => "embedded",
+            ProviderKind::Didit(_) => "didit",
+            ProviderKind::Kairos(_) => "kairos",
+            ProviderKind::Collections(_) => "collections",
+            ProviderKind::Embedded(_) => "embedded",
+        }
+    }
+
+    fn problems(&self) -> Vec<SettingProblem> {
+        match self {
+            ProviderKind::Didit(s) => s.problems(),
+            ProviderKind::Kairos(s) => s.problems(),
+            ProviderKind::Collections(s) => s.problems(),
+            ProviderKind::Embedded(s) => s.problems(),
         }
     }
 }
 
+/// The keys every kind shares; everything else in an entry belongs to its kind.
+const SHARED: [&str; 5] = [
+    "timeout_ms",
+    "retries",
+    "max_rps",
+    "max_concurrency",
+    "circuit_breaker",
+];
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProvider {
-    kind: String,
-    base_url: Option<String>,
-    api_key: Option<String>,
+struct Shared {
     timeout_ms: Option<u64>,
-    save_api_request: Option<bool>,
-    rotate_image: Option<bool>,
-    path: Option<String>,
-    app_id: Option<String>,
-    app_key: Option<String>,
-    header_style: Option<HeaderStyle>,
-    collection_id: Option<String>,
-    models_dir: Option<PathBuf>,
-    max_queue: Option<usize>,
     retries: Option<u32>,
     max_rps: Option<f64>,
     max_concurrency: Option<usize>,
@@ -108,184 +98,141 @@ pub struct RawProvider {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBreaker {
+struct RawBreaker {
     failures: Option<u32>,
     cooldown_ms: Option<u64>,
 }
 
-fn required<T>(
-    v: Option<T>,
-    path: &str,
-    field: &str,
-    kind: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<T> {
-    if v.is_none() {
-        problems.push(problem(
-            format!("{path}.{field}"),
-            format!("required for kind {kind}"),
-        ));
-    }
-    v
-}
-
-fn url(v: Option<String>, path: &str, kind: &str, problems: &mut Vec<Problem>) -> Option<String> {
-    let u = required(v, path, "base_url", kind, problems)?;
-    if !(u.starts_with("http://") || u.starts_with("https://")) {
-        problems.push(problem(
-            format!("{path}.base_url"),
-            format!("{u:?} is not an http(s) URL"),
-        ));
-        return None;
-    }
-    Some(u.trim_end_matches('/').to_owned())
-}
-
-fn secret(
-    v: Option<String>,
-    path: &str,
-    field: &str,
-    kind: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<Secret> {
-    let s = required(v, path, field, kind, problems)?;
-    if s.trim().is_empty() {
-        problems.push(problem(format!("{path}.{field}"), "must not be empty"));
-        return None;
-    }
-    Some(Secret::new(s))
-}
-
 pub fn provider_spec(
     name: &str,
-    mut raw: RawProvider,
+    entry: Value,
     path: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<ProviderSpec> {
+    let Value::Mapping(mut own) = entry else {
+        problems.push(problem(path, "must be a mapping with a kind"));
+        return None;
+    };
+    let mut shared = Mapping::new();
+    for key in SHARED {
+        if let Some(v) = own.remove(key) {
+            shared.insert(key.into(), v);
+        }
+    }
     let before = problems.len();
-    let timeout_ms = raw.timeout_ms.unwrap_or(10_000);
+    let shared: Shared = typed(Value::Mapping(shared), path, problems)?;
+    let timeout_ms = shared.timeout_ms.unwrap_or(10_000);
     if timeout_ms == 0 || timeout_ms > 120_000 {
         problems.push(problem(
             format!("{path}.timeout_ms"),
             "must be between 1 and 120000",
         ));
     }
-    let tuning = Tuning {
-        retries: raw.retries,
-        max_rps: raw.max_rps,
-        max_concurrency: raw.max_concurrency,
-        circuit_breaker: raw.circuit_breaker.take(),
-    };
-    let k = raw.kind.clone();
-    check_fields(&k, &raw, path, problems)?;
-    let kind = kind_settings(&k, raw, path, problems)?;
-    let resilience = resilience(tuning, path, problems);
-    (problems.len() == before).then(|| ProviderSpec {
+    let kind = kind_settings(own, path, problems);
+    let resilience = resilience(shared, path, problems);
+    (problems.len() == before).then_some(ProviderSpec {
         name: name.to_owned(),
         timeout: Duration::from_millis(timeout_ms),
-        kind,
+        kind: kind?,
         resilience,
     })
 }
 
-/// The settings every kind shares: retries, caps and the circuit breaker.
-struct Tuning {
-    retries: Option<u32>,
-    max_rps: Option<f64>,
-    max_concurrency: Option<usize>,
-    circuit_breaker: Option<RawBreaker>,
-}
-
-/// The kind is known and no field of another kind is set.
-fn check_fields(k: &str, raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Option<()> {
-    // Fields that mean nothing for this kind are a mistake worth reporting, not ignoring.
-    let allowed: &[&str] = match k {
-        "didit" => &["base_url", "api_key", "save_api_request", "rotate_image"],
-        "kairos" => &["base_url", "path", "app_id", "app_key", "header_style"],
-        "collections" => &["base_url", "api_key", "collection_id"],
-        "embedded" => &["models_dir", "max_queue"],
-        other => {
-            problems.push(problem(
-                format!("{path}.kind"),
-                format!("unknown provider kind {other:?} (expected didit, kairos, collections or embedded)"),
-            ));
+/// The kind's settings, each problem reported at its field's path.
+fn kind_settings(own: Mapping, path: &str, problems: &mut Vec<Problem>) -> Option<ProviderKind> {
+    let kind = match ProviderKind::deserialize(Value::Mapping(own.clone())) {
+        Ok(kind) => kind,
+        // serde's tagged enums lose the field path and stop at the first problem: read the
+        // entry again as its kind's own struct to name every problem where it is.
+        Err(_) => {
+            diagnose(own, path, problems);
             return None;
         }
     };
-    let present = [
-        ("base_url", raw.base_url.is_some()),
-        ("api_key", raw.api_key.is_some()),
-        ("save_api_request", raw.save_api_request.is_some()),
-        ("rotate_image", raw.rotate_image.is_some()),
-        ("path", raw.path.is_some()),
-        ("app_id", raw.app_id.is_some()),
-        ("app_key", raw.app_key.is_some()),
-        ("header_style", raw.header_style.is_some()),
-        ("collection_id", raw.collection_id.is_some()),
-        ("models_dir", raw.models_dir.is_some()),
-        ("max_queue", raw.max_queue.is_some()),
-    ];
-    for (field, is_set) in present {
-        if is_set && !allowed.contains(&field) {
-            problems.push(problem(
-                format!("{path}.{field}"),
-                format!("not a setting of kind {k}"),
-            ));
-        }
+    let found = kind.problems();
+    for p in &found {
+        problems.push(problem(format!("{path}.{}", p.field), p.message.clone()));
     }
-    Some(())
+    found.is_empty().then_some(kind)
 }
 
-/// The kind's own settings, each required one present and well-formed.
-fn kind_settings(
-    k: &str,
-    raw: RawProvider,
-    path: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<ProviderKind> {
-    Some(match k {
-        "didit" => ProviderKind::Didit {
-            base_url: url(raw.base_url, path, k, problems)?,
-            api_key: secret(raw.api_key, path, "api_key", k, problems)?,
-            save_api_request: raw.save_api_request.unwrap_or(false),
-            rotate_image: raw.rotate_image,
-        },
+fn diagnose(mut own: Mapping, path: &str, problems: &mut Vec<Problem>) {
+    let kind = match own.remove("kind") {
+        Some(Value::String(k)) => k,
+        Some(_) => return problems.push(problem(format!("{path}.kind"), "must be a string")),
+        None => return problems.push(problem(format!("{path}.kind"), "required")),
+    };
+    let found = match kind.as_str() {
+        "didit" => {
+            every_problem::<didit::Settings>(own, path, &kind, problems).map(|s| s.problems())
+        }
         "kairos" => {
-            let base_url = url(raw.base_url, path, k, problems);
-            let app_id = secret(raw.app_id, path, "app_id", k, problems);
-            let app_key = secret(raw.app_key, path, "app_key", k, problems);
-            let p = raw
-                .path
-                .unwrap_or_else(|| "/v0.2/liveness-verification".to_owned());
-            if !p.starts_with('/') {
-                problems.push(problem(format!("{path}.path"), "must start with /"));
-            }
-            ProviderKind::Kairos {
-                base_url: base_url?,
-                path: p,
-                app_id: app_id?,
-                app_key: app_key?,
-                header_style: raw.header_style.unwrap_or(HeaderStyle::Both),
-            }
+            every_problem::<kairos::Settings>(own, path, &kind, problems).map(|s| s.problems())
         }
         "collections" => {
-            let base_url = url(raw.base_url, path, k, problems);
-            let api_key = secret(raw.api_key, path, "api_key", k, problems);
-            let collection_id = required(raw.collection_id, path, "collection_id", k, problems);
-            ProviderKind::Collections {
-                base_url: base_url?,
-                api_key: api_key?,
-                collection_id: collection_id?,
-            }
+            every_problem::<collections::Settings>(own, path, &kind, problems).map(|s| s.problems())
         }
-        _ => ProviderKind::Embedded {
-            models_dir: raw.models_dir,
-            max_queue: raw.max_queue,
-        },
-    })
+        "embedded" => {
+            every_problem::<embedded::Settings>(own, path, &kind, problems).map(|s| s.problems())
+        }
+        other => {
+            return problems.push(problem(
+                format!("{path}.kind"),
+                format!(
+                    "unknown provider kind {other:?} (expected didit, kairos, collections or embedded)"
+                ),
+            ));
+        }
+    };
+    for p in found.into_iter().flatten() {
+        problems.push(problem(format!("{path}.{}", p.field), p.message));
+    }
 }
 
-fn resilience(raw: Tuning, path: &str, problems: &mut Vec<Problem>) -> Resilience {
+/// Deserialize `own` as `T`, reporting each missing and each unknown field rather than only
+/// the first: a missing field is noted and stood in for, an unknown one noted and dropped,
+/// then the entry is read again. `T` is returned only when nothing was missing.
+fn every_problem<T: DeserializeOwned>(
+    mut own: Mapping,
+    path: &str,
+    kind: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let mut missing = false;
+    // Each round removes one problem; an entry has far fewer fields than this.
+    for _ in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, T>(Value::Mapping(own.clone())) {
+            Ok(t) => return (!missing).then_some(t),
+            Err(e) => e.into_inner().to_string(),
+        };
+        if let Some(field) = quoted_after(&err, "missing field `") {
+            problems.push(problem(
+                format!("{path}.{field}"),
+                format!("required for kind {kind}"),
+            ));
+            // Every required setting is text; a placeholder lets the rest be read.
+            own.insert(field.into(), Value::String(String::new()));
+            missing = true;
+        } else if let Some(field) = quoted_after(&err, "unknown field `") {
+            let message = err.split(" at line ").next().unwrap_or(&err);
+            problems.push(problem(format!("{path}.{field}"), message));
+            own.remove(field.as_str());
+        } else {
+            // Anything else names its own field: let the path-tracking reader report it.
+            typed::<T>(Value::Mapping(own), path, problems);
+            return None;
+        }
+    }
+    None
+}
+
+/// The text between `prefix` and the next backtick, as serde words its field errors.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.split_once(prefix)?.1;
+    Some(rest.split_once('`')?.0.to_owned())
+}
+
+fn resilience(raw: Shared, path: &str, problems: &mut Vec<Problem>) -> Resilience {
     let mut resilience = Resilience::default();
     if let Some(r) = raw.retries {
         if r > 5 {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use livegate_engine::Engine;
 use livegate_providers::Provider;
-use livegate_providers::embedded::{Embedded, EmbeddedConfig};
+use livegate_providers::embedded::Embedded;
 
 use crate::config::{ProviderKind, ProviderSpec};
 
@@ -52,17 +52,9 @@ pub fn engine(dir: &Path) -> Result<Engine, String> {
 
 /// The factory `Runtime::build` uses for `kind: embedded` entries.
 pub fn factory(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, String> {
-    let ProviderKind::Embedded {
-        models_dir,
-        max_queue,
-    } = &spec.kind
-    else {
+    let ProviderKind::Embedded(settings) = &spec.kind else {
         return Err("not an embedded provider".to_owned());
     };
-    let engine = engine(&self::models_dir(models_dir.as_deref()))?;
-    let mut cfg = EmbeddedConfig::new(spec.name.clone());
-    if let Some(q) = max_queue {
-        cfg.max_queue = *q;
-    }
-    Ok(Arc::new(Embedded::new(cfg, engine)))
+    let engine = engine(&self::models_dir(settings.models_dir.as_deref()))?;
+    Ok(Arc::new(Embedded::new(spec.name.clone(), settings, engine)))
 }

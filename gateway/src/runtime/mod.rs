@@ -8,7 +8,7 @@ pub mod reload;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use livegate_providers::Provider;
+use livegate_providers::{HttpClient, Provider};
 
 use crate::config::{Config, KeyHash, ProviderKind, ProviderSpec, Tenant};
 use crate::runtime::guard::{BreakerState, Guarded};
@@ -108,64 +108,23 @@ fn build_provider(
     spec: &ProviderSpec,
     embedded: Option<&EmbeddedFactory>,
 ) -> Result<Arc<dyn Provider>, String> {
-    use livegate_providers::didit::{Didit, DiditConfig};
-    match &spec.kind {
-        ProviderKind::Didit {
-            base_url,
-            api_key,
-            save_api_request,
-            rotate_image,
-        } => {
-            let p = Didit::new(DiditConfig {
-                name: spec.name.clone(),
-                base_url: base_url.clone(),
-                api_key: api_key.clone(),
-                timeout: spec.timeout,
-                save_api_request: *save_api_request,
-                rotate_image: *rotate_image,
-            })
-            .map_err(|e| e.message)?;
-            Ok(Arc::new(p))
+    use livegate_providers::{collections::Collections, didit::Didit, kairos::Kairos};
+    // One client per provider entry; the call's deadline is the guard's (`spec.timeout`).
+    let http = || HttpClient::new().map_err(|e| e.message);
+    let name = spec.name.clone();
+    Ok(match &spec.kind {
+        ProviderKind::Didit(s) => {
+            Arc::new(Didit::new(name, s.clone(), http()?).map_err(|e| e.message)?)
         }
-        ProviderKind::Kairos {
-            base_url,
-            path,
-            app_id,
-            app_key,
-            header_style,
-        } => {
-            use livegate_providers::kairos::{Kairos, KairosConfig};
-            let p = Kairos::new(KairosConfig {
-                name: spec.name.clone(),
-                base_url: base_url.clone(),
-                path: path.clone(),
-                app_id: app_id.clone(),
-                app_key: app_key.clone(),
-                header_style: *header_style,
-                timeout: spec.timeout,
-            })
-            .map_err(|e| e.message)?;
-            Ok(Arc::new(p))
+        ProviderKind::Kairos(s) => {
+            Arc::new(Kairos::new(name, s.clone(), http()?).map_err(|e| e.message)?)
         }
-        ProviderKind::Collections {
-            base_url,
-            api_key,
-            collection_id,
-        } => {
-            use livegate_providers::collections::{Collections, CollectionsConfig};
-            let p = Collections::new(CollectionsConfig {
-                name: spec.name.clone(),
-                base_url: base_url.clone(),
-                api_key: api_key.clone(),
-                collection_id: collection_id.clone(),
-                timeout: spec.timeout,
-            })
-            .map_err(|e| e.message)?;
-            Ok(Arc::new(p))
+        ProviderKind::Collections(s) => {
+            Arc::new(Collections::new(name, s.clone(), http()?).map_err(|e| e.message)?)
         }
-        ProviderKind::Embedded { .. } => match embedded {
-            Some(f) => f(spec),
-            None => Err("the built-in engine is not available".to_owned()),
+        ProviderKind::Embedded(_) => match embedded {
+            Some(f) => f(spec)?,
+            None => return Err("the built-in engine is not available".to_owned()),
         },
-    }
+    })
 }

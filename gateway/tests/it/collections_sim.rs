@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use livegate_providers::collections::{Collections, CollectionsConfig, FaceRef};
+use livegate_providers::HttpClient;
+use livegate_providers::collections::{Collections, FaceRef, Settings};
 use livegate_providers::{ErrorKind, ImageInput, ProviderError, Secret};
 use serde_json::{Value, json};
 
@@ -25,13 +26,15 @@ impl Engine {
             .await
             .expect("simulator");
         let base = format!("http://{addr}");
-        let adapter = Collections::new(CollectionsConfig {
-            name: "engine".into(),
-            base_url: base.clone(),
-            api_key: Secret::new(KEY.to_owned()),
-            collection_id: "selfies".into(),
-            timeout: Duration::from_secs(1),
-        })
+        let adapter = Collections::new(
+            "engine",
+            Settings {
+                base_url: base.clone(),
+                api_key: Secret::new(KEY.to_owned()),
+                collection_id: "selfies".into(),
+            },
+            HttpClient::with_timeout(Duration::from_secs(1)).expect("client"),
+        )
         .expect("adapter");
         Engine {
             base,

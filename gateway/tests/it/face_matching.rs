@@ -4,7 +4,8 @@
 //! `engine/tests/data/` (public domain, see its LICENSES.md).
 
 use livegate_engine::EMBEDDING_DIM;
-use livegate_providers::collections::{Collections, CollectionsConfig, FaceRef};
+use livegate_providers::HttpClient;
+use livegate_providers::collections::{Collections, FaceRef, Settings};
 use livegate_providers::{ImageInput, Secret};
 use serde_json::Value;
 
@@ -351,13 +352,15 @@ async fn adapter_matching_calls(backend: Backend) {
     let Some(s) = Srv::start(backend).await else {
         return;
     };
-    let client = Collections::new(CollectionsConfig {
-        name: "engine".into(),
-        base_url: s.base.clone(),
-        api_key: Secret::new(KEY.to_owned()),
-        collection_id: "selfies".into(),
-        timeout: std::time::Duration::from_secs(60),
-    })
+    let client = Collections::new(
+        "engine",
+        Settings {
+            base_url: s.base.clone(),
+            api_key: Secret::new(KEY.to_owned()),
+            collection_id: "selfies".into(),
+        },
+        HttpClient::with_timeout(std::time::Duration::from_secs(60)).expect("client"),
+    )
     .expect("adapter");
     let astronaut = input(photo("astronaut.jpg"));
     let variant = input(photo("astronaut_variant.jpg"));

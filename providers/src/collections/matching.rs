@@ -4,13 +4,13 @@
 //! `DUPLICATE_EXTERNAL_ID` and a 404 `FACE_NOT_FOUND` names a face the collection lacks, both
 //! caller mistakes ([`ErrorKind::BadInput`]). Any other 404 keeps the liveness call's reading.
 
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::{Collections, classify_error, unit_decimal, wire};
-use crate::http;
+use super::{Collections, api_url, classify_error, wire};
+use crate::http::{self, image_part, unit_decimal};
 use crate::{ErrorKind, ImageInput, ProviderError};
 
 /// An enrolled face, as the engine reports it.
@@ -64,36 +64,12 @@ fn error_code(body: &str) -> Option<String> {
         .code
 }
 
-fn image_part(image: &ImageInput, name: &str) -> Result<Part, ProviderError> {
-    Part::bytes(image.bytes.to_vec())
-        .file_name(format!("{name}.{}", image.format.extension()))
-        .mime_str(image.format.mime())
-        .map_err(|e| ProviderError::new(ErrorKind::BadInput, e.to_string()))
-}
-
 impl Collections {
-    fn api_url(&self, tail: &[&str]) -> Result<Url, ProviderError> {
-        let mut url = Url::parse(&self.cfg.base_url).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::Unreachable,
-                format!("invalid collections base_url: {e}"),
-            )
-        })?;
-        url.path_segments_mut()
-            .map_err(|()| {
-                ProviderError::new(
-                    ErrorKind::Unreachable,
-                    "the collections base_url cannot take a path",
-                )
-            })?
-            .pop_if_empty()
-            .extend(["api", "v1"])
-            .extend(tail);
-        Ok(url)
-    }
-
     fn collection_url(&self, route: &str) -> Result<Url, ProviderError> {
-        self.api_url(&["collections", &self.cfg.collection_id, route])
+        api_url(
+            &self.settings.base_url,
+            &["collections", &self.settings.collection_id, route],
+        )
     }
 
     /// Sends a form and returns the envelope's `data` as `T`.
@@ -102,45 +78,36 @@ impl Collections {
         url: Url,
         form: Form,
     ) -> Result<T, ProviderError> {
-        let resp = self
-            .client
+        let call = self
+            .http
             .post(url)
             .header("X-API-Key", self.api_key.clone())
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_transport(&e))?;
-        let status = resp.status().as_u16();
-        let retry_after = http::retry_after(resp.headers());
-        let body = http::read_body(resp).await?;
-        if !(200..300).contains(&status) {
-            let mut err = if status == 409 {
+            .multipart(form);
+        let ex = http::exchange(call, None).await?;
+        if !ex.is_success() {
+            let err = if ex.status == 409 {
                 ProviderError::new(
                     ErrorKind::BadInput,
                     "DUPLICATE_EXTERNAL_ID: the external_id is taken in the collection",
                 )
-            } else if status == 404 && error_code(&body).as_deref() == Some("FACE_NOT_FOUND") {
+            } else if ex.status == 404 && error_code(&ex.body).as_deref() == Some("FACE_NOT_FOUND")
+            {
                 ProviderError::new(
                     ErrorKind::BadInput,
                     "FACE_NOT_FOUND: no such face in the collection",
                 )
             } else {
-                classify_error(status, &body)
-            }
-            .with_response(status, body);
-            err.retry_after = retry_after;
-            return Err(err);
+                classify_error(ex.status, &ex.body)
+            };
+            return Err(ex.into_error(err));
         }
-        let bad = |why: String| {
-            ProviderError::new(ErrorKind::BadResponse, why).with_response(status, body.clone())
-        };
-        let envelope: wire::Generic = serde_json::from_str(&body)
-            .map_err(|e| bad(format!("unreadable collections engine answer: {e}")))?;
+        let envelope: wire::Generic = serde_json::from_str(&ex.body)
+            .map_err(|e| ex.unreadable(format!("unreadable collections engine answer: {e}")))?;
         if !envelope.success {
-            return Err(bad("the collections engine answered success: false".into()));
+            return Err(ex.unreadable("the collections engine answered success: false".into()));
         }
         serde_json::from_value(envelope.data.unwrap_or(Value::Null))
-            .map_err(|e| bad(format!("unexpected collections engine data: {e}")))
+            .map_err(|e| ex.unreadable(format!("unexpected collections engine data: {e}")))
     }
 
     /// Enrolls a face in the provider's collection (`check_liveness` as the engine's
@@ -213,6 +180,7 @@ impl Collections {
         if let Some(t) = threshold {
             form = form.text("threshold", unit_decimal(t));
         }
-        self.call(self.api_url(&["compare"])?, form).await
+        self.call(api_url(&self.settings.base_url, &["compare"])?, form)
+            .await
     }
 }
