@@ -18,7 +18,7 @@ use url::Url;
 use crate::http::{self, HttpClient};
 use crate::settings::{SettingProblem, check_secret, check_url};
 use crate::{
-    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
+    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Profile, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, SpoofType, UpstreamDecision, Warning, WarningCode,
 };
 
@@ -46,12 +46,11 @@ impl Settings {
 
 #[derive(Debug)]
 pub struct Collections {
-    name: String,
     settings: Settings,
     url: Url,
     api_key: HeaderValue,
     http: HttpClient,
-    caps: Capabilities,
+    profile: Profile,
 }
 
 impl Collections {
@@ -63,18 +62,21 @@ impl Collections {
         let url = liveness_url(&settings.base_url, &settings.collection_id)?;
         let api_key = http::secret_header(&settings.api_key, "collections api_key")?;
         Ok(Self {
-            name: name.into(),
             settings,
             url,
             api_key,
             http,
-            caps: Capabilities {
-                formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
-                min_side: 100,
-                // Not documented; a generous bound that still keeps decoding on the engine sane.
-                max_side: 10_000,
-                // "up to 10 MB": the decimal reading is the stricter one.
-                max_bytes: 10_000_000,
+            profile: Profile {
+                name: name.into(),
+                kind: "collections",
+                capabilities: Capabilities {
+                    formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
+                    min_side: 100,
+                    // Not documented; a generous bound that still keeps decoding on the engine sane.
+                    max_side: 10_000,
+                    // "up to 10 MB": the decimal reading is the stricter one.
+                    max_bytes: 10_000_000,
+                },
             },
         })
     }
@@ -107,20 +109,16 @@ fn api_url(base: &str, tail: &[&str]) -> Result<Url, ProviderError> {
 
 #[async_trait]
 impl Provider for Collections {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "collections"
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
+    fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
-        http::require_format(&self.caps, &req.image, "the collections engine")?;
+        http::require_format(
+            &self.profile.capabilities,
+            &req.image,
+            "the collections engine",
+        )?;
         let form = Form::new()
             .part("image", http::image_part(&req.image, "selfie")?)
             .text("liveness_threshold", http::unit_decimal(req.threshold));

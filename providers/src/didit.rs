@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::http::{self, HttpClient};
 use crate::settings::{SettingProblem, check_secret, check_url};
 use crate::{
-    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
+    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Profile, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, UpstreamDecision, Warning, WarningCode,
 };
 
@@ -42,12 +42,11 @@ impl Settings {
 
 #[derive(Debug)]
 pub struct Didit {
-    name: String,
     settings: Settings,
     url: String,
     api_key: HeaderValue,
     http: HttpClient,
-    caps: Capabilities,
+    profile: Profile,
 }
 
 impl Didit {
@@ -62,22 +61,25 @@ impl Didit {
         );
         let api_key = http::secret_header(&settings.api_key, "Didit api_key")?;
         Ok(Self {
-            name: name.into(),
             settings,
             url,
             api_key,
             http,
-            caps: Capabilities {
-                formats: vec![
-                    ImageFormat::Jpeg,
-                    ImageFormat::Png,
-                    ImageFormat::Webp,
-                    ImageFormat::Tiff,
-                ],
-                min_side: 1,
-                max_side: 10_000,
-                // "5MB" in the document: the decimal reading is the stricter one.
-                max_bytes: 5_000_000,
+            profile: Profile {
+                name: name.into(),
+                kind: "didit",
+                capabilities: Capabilities {
+                    formats: vec![
+                        ImageFormat::Jpeg,
+                        ImageFormat::Png,
+                        ImageFormat::Webp,
+                        ImageFormat::Tiff,
+                    ],
+                    min_side: 1,
+                    max_side: 10_000,
+                    // "5MB" in the document: the decimal reading is the stricter one.
+                    max_bytes: 5_000_000,
+                },
             },
         })
     }
@@ -85,16 +87,8 @@ impl Didit {
 
 #[async_trait]
 impl Provider for Didit {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "didit"
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
+    fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::settings::SettingProblem;
 use crate::{
-    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
+    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Profile, Provider, ProviderAnswer,
     ProviderError, RawExchange, SpoofType, Warning, WarningCode,
 };
 
@@ -47,13 +47,12 @@ impl Settings {
 
 #[derive(Debug)]
 pub struct Embedded {
-    name: String,
     workers: usize,
     max_queue: usize,
     engine: Engine,
     running: Arc<Semaphore>,
     admitted: Arc<AtomicUsize>,
-    caps: Capabilities,
+    profile: Profile,
 }
 
 impl Embedded {
@@ -61,23 +60,26 @@ impl Embedded {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = settings.workers.unwrap_or(cores).max(1);
         Self {
-            name: name.into(),
             workers,
             max_queue: settings.max_queue.unwrap_or(64),
             running: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(AtomicUsize::new(0)),
             engine,
-            caps: Capabilities {
-                formats: vec![
-                    ImageFormat::Jpeg,
-                    ImageFormat::Png,
-                    ImageFormat::Webp,
-                    ImageFormat::Tiff,
-                ],
-                min_side: 1,
-                max_side: 20_000,
-                // In process: the gateway's own intake cap is the only byte limit.
-                max_bytes: usize::MAX,
+            profile: Profile {
+                name: name.into(),
+                kind: "embedded",
+                capabilities: Capabilities {
+                    formats: vec![
+                        ImageFormat::Jpeg,
+                        ImageFormat::Png,
+                        ImageFormat::Webp,
+                        ImageFormat::Tiff,
+                    ],
+                    min_side: 1,
+                    max_side: 20_000,
+                    // In process: the gateway's own intake cap is the only byte limit.
+                    max_bytes: usize::MAX,
+                },
             },
         }
     }
@@ -98,16 +100,8 @@ impl Drop for Admission {
 
 #[async_trait]
 impl Provider for Embedded {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "embedded"
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
+    fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::http::{self, HttpClient};
 use crate::settings::{SettingProblem, check_secret, check_url};
 use crate::{
-    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Provider, ProviderAnswer,
+    Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Profile, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, UpstreamDecision, Warning, WarningCode,
 };
 
@@ -81,11 +81,10 @@ impl Settings {
 
 #[derive(Debug)]
 pub struct Kairos {
-    name: String,
     url: String,
     auth: HeaderMap,
     http: HttpClient,
-    caps: Capabilities,
+    profile: Profile,
 }
 
 impl Kairos {
@@ -105,19 +104,22 @@ impl Kairos {
         // v0.1 documents 480x480 as the smallest image; v0.2 lowered it to 300 px.
         let min_side = if path.contains("v0.1") { 480 } else { 300 };
         Ok(Self {
-            name: name.into(),
             url,
             auth,
             http,
-            caps: Capabilities {
-                // Kairos' documents show only JPEG and PNG samples; the gateway transcodes the rest.
-                formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
-                min_side,
-                max_side: 5_000,
-                // Kairos documents no byte limit. 5 MB (decimal) is the smallest limit another
-                // upstream documents (Didit) and, at 5000 px, still leaves room for a JPEG at
-                // high quality: a safe bet that is unlikely to be refused.
-                max_bytes: 5_000_000,
+            profile: Profile {
+                name: name.into(),
+                kind: "kairos",
+                capabilities: Capabilities {
+                    // Kairos' documents show only JPEG and PNG samples; the gateway transcodes the rest.
+                    formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
+                    min_side,
+                    max_side: 5_000,
+                    // Kairos documents no byte limit. 5 MB (decimal) is the smallest limit another
+                    // upstream documents (Didit) and, at 5000 px, still leaves room for a JPEG at
+                    // high quality: a safe bet that is unlikely to be refused.
+                    max_bytes: 5_000_000,
+                },
             },
         })
     }
@@ -141,20 +143,12 @@ fn auth_headers(settings: &Settings) -> Result<HeaderMap, ProviderError> {
 
 #[async_trait]
 impl Provider for Kairos {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "kairos"
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
+    fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
-        http::require_format(&self.caps, &req.image, "Kairos")?;
+        http::require_format(&self.profile.capabilities, &req.image, "Kairos")?;
         let form = Form::new()
             .part("selfie", http::image_part(&req.image, "selfie")?)
             .text("threshold", http::unit_decimal(req.threshold));

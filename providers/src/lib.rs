@@ -40,15 +40,30 @@ pub struct CheckRequest {
     pub traceparent: Option<String>,
 }
 
+/// Who a provider is: its name in the config, its adapter kind and what its upstream accepts.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// The provider's name in the config (`providers.<name>`).
+    pub name: String,
+    /// The adapter kind (`didit`, `kairos`, `collections`, `embedded`).
+    pub kind: &'static str,
+    /// What the upstream accepts; the gateway adapts images to it before calling `check`.
+    pub capabilities: Capabilities,
+}
+
 /// One upstream liveness service, behind a uniform, normalized interface.
 #[async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
-    /// The provider's name in the config (`providers.<name>`).
-    fn name(&self) -> &str;
-    /// The adapter kind (`didit`, `kairos`, `collections`, `embedded`).
-    fn kind(&self) -> &'static str;
-    /// What the upstream accepts; the gateway adapts images to it before calling `check`.
-    fn capabilities(&self) -> &Capabilities;
+    fn profile(&self) -> &Profile;
+    fn name(&self) -> &str {
+        &self.profile().name
+    }
+    fn kind(&self) -> &'static str {
+        self.profile().kind
+    }
+    fn capabilities(&self) -> &Capabilities {
+        &self.profile().capabilities
+    }
     /// One call to the upstream. Never retries: retry policy belongs to the gateway.
     async fn check(&self, req: &CheckRequest) -> Result<ProviderAnswer, ProviderError>;
 }

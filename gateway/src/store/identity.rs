@@ -1,14 +1,14 @@
 //! Face identity rows (`migrations/*/0003_identity.sql`): each verification's face embedding
-//! and each tenant's blocklist, for both backends.
+//! and each tenant's blocklist, for every [`Backend`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livegate_engine::server::{embedding_from_bytes, embedding_to_bytes};
-use sqlx::Row;
 use uuid::Uuid;
 
-use super::pgvector::{self, literal};
-use super::{PgStore, SqliteStore, StoreError, StoreResult};
+use super::postgres::pgvector::literal;
+use super::sql::{Backend, Cols, Stmt};
+use super::{StoreError, StoreResult};
 use livegate_engine::EMBEDDING_DIM;
 
 /// A verification's face as stored.
@@ -83,22 +83,19 @@ fn vector(bytes: &[u8]) -> StoreResult<Vec<f32>> {
     embedding_from_bytes(bytes).map_err(|e| StoreError::Other(e.to_string()))
 }
 
-fn uuid(s: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Other(format!("bad uuid {s:?}: {e}")))
+fn verification_face(r: &impl Cols) -> StoreResult<VerificationFace> {
+    Ok(VerificationFace {
+        seq: r.get("seq")?,
+        verification_id: r.uuid("verification_id")?,
+        embedding: vector(&r.get::<Vec<u8>>("embedding")?)?,
+        approved: r.get("approved")?,
+    })
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Other(format!("bad timestamp {s:?}: {e}")))
-}
+const FACE_COLUMNS: &str = "seq, verification_id, embedding, approved";
 
 #[async_trait]
-impl IdentityStore for PgStore {
+impl<B: Backend> IdentityStore for B {
     async fn insert_verification_face(
         &self,
         tenant_id: &str,
@@ -108,27 +105,24 @@ impl IdentityStore for PgStore {
     ) -> StoreResult<()> {
         // With pgvector the embedding also goes into the indexed vector column.
         let indexed = self.pgvector().filter(|_| embedding.len() == EMBEDDING_DIM);
-        let sql = match indexed {
-            Some(pgv) => format!(
-                "INSERT INTO verification_faces (verification_id, tenant_id, embedding, \
-                 approved, created_at, embedding_vec) VALUES ($1, $2, $3, $4, $5, {})",
-                pgv.param(6)
-            ),
-            None => "INSERT INTO verification_faces (verification_id, tenant_id, embedding, \
-                     approved, created_at) VALUES ($1, $2, $3, $4, $5)"
-                .to_owned(),
+        let (vec_column, vec_param) = match indexed {
+            Some(pgv) => (", embedding_vec", format!(", {}", pgv.param(6))),
+            None => ("", String::new()),
         };
-        let mut q = sqlx::query(&sql)
+        let sql = format!(
+            "INSERT INTO verification_faces (verification_id, tenant_id, embedding, \
+             approved, created_at{vec_column}) VALUES ($1, $2, $3, $4, $5{vec_param})"
+        );
+        let mut s = Stmt::new(sql)
             .bind(verification_id)
             .bind(tenant_id)
             .bind(embedding_to_bytes(embedding))
             .bind(approved)
             .bind(Utc::now());
         if indexed.is_some() {
-            q = q.bind(literal(embedding));
+            s = s.bind(literal(embedding));
         }
-        q.execute(self.pool()).await?;
-        Ok(())
+        self.execute(s).await.map(drop)
     }
 
     fn has_vector_index(&self) -> bool {
@@ -151,7 +145,7 @@ impl IdentityStore for PgStore {
              WHERE tenant_id = $1 AND approved AND embedding_vec IS NOT NULL \
              ORDER BY {distance} LIMIT $3"
         );
-        pgvector::nearest(self.pool(), pgv, &sql, tenant_id, query, k).await
+        self.nearest(&sql, tenant_id, query, k).await
     }
 
     async fn approved_faces_after(
@@ -159,24 +153,14 @@ impl IdentityStore for PgStore {
         tenant_id: &str,
         after_seq: i64,
     ) -> StoreResult<Vec<VerificationFace>> {
-        let rows = sqlx::query(
-            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
-             WHERE tenant_id = $1 AND approved AND seq > $2 ORDER BY seq",
-        )
-        .bind(tenant_id)
-        .bind(after_seq)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(VerificationFace {
-                    seq: r.try_get("seq")?,
-                    verification_id: r.try_get("verification_id")?,
-                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-                    approved: r.try_get("approved")?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {FACE_COLUMNS} FROM verification_faces \
+             WHERE tenant_id = $1 AND approved AND seq > $2 ORDER BY seq"
+        );
+        let rows = self
+            .rows(Stmt::new(sql).bind(tenant_id).bind(after_seq))
+            .await?;
+        rows.iter().map(verification_face).collect()
     }
 
     async fn verification_face(
@@ -184,24 +168,16 @@ impl IdentityStore for PgStore {
         tenant_id: &str,
         verification_id: Uuid,
     ) -> StoreResult<VerificationFace> {
-        let r = sqlx::query(
-            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
-             WHERE tenant_id = $1 AND verification_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(verification_id)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(VerificationFace {
-            seq: r.try_get("seq")?,
-            verification_id: r.try_get("verification_id")?,
-            embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-            approved: r.try_get("approved")?,
-        })
+        let sql = format!(
+            "SELECT {FACE_COLUMNS} FROM verification_faces \
+             WHERE tenant_id = $1 AND verification_id = $2"
+        );
+        let s = Stmt::new(sql).bind(tenant_id).bind(verification_id);
+        verification_face(&self.row(s).await?)
     }
 
     async fn insert_blocked(&self, tenant_id: &str, f: &BlockedFace) -> StoreResult<()> {
-        sqlx::query(
+        let s = Stmt::new(
             "INSERT INTO blocklist_faces (tenant_id, verification_id, embedding, reason, \
              created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -209,160 +185,36 @@ impl IdentityStore for PgStore {
         .bind(f.verification_id)
         .bind(embedding_to_bytes(&f.embedding))
         .bind(&f.reason)
-        .bind(f.created_at)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        .bind(f.created_at);
+        self.execute(s).await.map(drop)
     }
 
     async fn delete_blocked(&self, tenant_id: &str, verification_id: Uuid) -> StoreResult<()> {
-        let done = sqlx::query(
-            "DELETE FROM blocklist_faces WHERE tenant_id = $1 AND verification_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(verification_id)
-        .execute(self.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        let s =
+            Stmt::new("DELETE FROM blocklist_faces WHERE tenant_id = $1 AND verification_id = $2")
+                .bind(tenant_id)
+                .bind(verification_id);
+        match self.execute(s).await? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>> {
-        let rows = sqlx::query(
+        let s = Stmt::new(
             "SELECT verification_id, embedding, reason, created_at FROM blocklist_faces \
              WHERE tenant_id = $1 ORDER BY created_at, verification_id",
         )
-        .bind(tenant_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
+        .bind(tenant_id);
+        self.rows(s)
+            .await?
+            .iter()
             .map(|r| {
                 Ok(BlockedFace {
-                    verification_id: r.try_get("verification_id")?,
-                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-                    reason: r.try_get("reason")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl IdentityStore for SqliteStore {
-    async fn insert_verification_face(
-        &self,
-        tenant_id: &str,
-        verification_id: Uuid,
-        embedding: &[f32],
-        approved: bool,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO verification_faces (verification_id, tenant_id, embedding, approved, \
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(verification_id.to_string())
-        .bind(tenant_id)
-        .bind(embedding_to_bytes(embedding))
-        .bind(approved)
-        .bind(ts(&Utc::now()))
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn approved_faces_after(
-        &self,
-        tenant_id: &str,
-        after_seq: i64,
-    ) -> StoreResult<Vec<VerificationFace>> {
-        let rows = sqlx::query(
-            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
-             WHERE tenant_id = ?1 AND approved AND seq > ?2 ORDER BY seq",
-        )
-        .bind(tenant_id)
-        .bind(after_seq)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(VerificationFace {
-                    seq: r.try_get("seq")?,
-                    verification_id: uuid(&r.try_get::<String, _>("verification_id")?)?,
-                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-                    approved: r.try_get("approved")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn verification_face(
-        &self,
-        tenant_id: &str,
-        verification_id: Uuid,
-    ) -> StoreResult<VerificationFace> {
-        let r = sqlx::query(
-            "SELECT seq, verification_id, embedding, approved FROM verification_faces \
-             WHERE tenant_id = ?1 AND verification_id = ?2",
-        )
-        .bind(tenant_id)
-        .bind(verification_id.to_string())
-        .fetch_one(self.pool())
-        .await?;
-        Ok(VerificationFace {
-            seq: r.try_get("seq")?,
-            verification_id: uuid(&r.try_get::<String, _>("verification_id")?)?,
-            embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-            approved: r.try_get("approved")?,
-        })
-    }
-
-    async fn insert_blocked(&self, tenant_id: &str, f: &BlockedFace) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO blocklist_faces (tenant_id, verification_id, embedding, reason, \
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(tenant_id)
-        .bind(f.verification_id.to_string())
-        .bind(embedding_to_bytes(&f.embedding))
-        .bind(&f.reason)
-        .bind(ts(&f.created_at))
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn delete_blocked(&self, tenant_id: &str, verification_id: Uuid) -> StoreResult<()> {
-        let done = sqlx::query(
-            "DELETE FROM blocklist_faces WHERE tenant_id = ?1 AND verification_id = ?2",
-        )
-        .bind(tenant_id)
-        .bind(verification_id.to_string())
-        .execute(self.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>> {
-        let rows = sqlx::query(
-            "SELECT verification_id, embedding, reason, created_at FROM blocklist_faces \
-             WHERE tenant_id = ?1 ORDER BY created_at, verification_id",
-        )
-        .bind(tenant_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BlockedFace {
-                    verification_id: uuid(&r.try_get::<String, _>("verification_id")?)?,
-                    embedding: vector(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-                    reason: r.try_get("reason")?,
-                    created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+                    verification_id: r.uuid("verification_id")?,
+                    embedding: vector(&r.get::<Vec<u8>>("embedding")?)?,
+                    reason: r.get("reason")?,
+                    created_at: r.time("created_at")?,
                 })
             })
             .collect()

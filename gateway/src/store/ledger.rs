@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::sql::{Cols, Db, Stmt};
+use super::verifications::{CHUNK, insert_rows};
 use super::{AttemptRecord, StoreResult, VerificationRecord};
 
 /// Ledger kinds, as stored in `credit_ledger.kind`.
@@ -102,11 +104,24 @@ pub struct IdemClaimRequest {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The ledger's reads and its one-statement cleanup, the same SQL on both backends.
 #[async_trait]
-pub trait LedgerStore: Send + Sync {
+pub trait LedgerReads: Send + Sync {
+    async fn balance(&self, tenant_id: &str) -> StoreResult<Option<i64>>;
+    async fn ledger(&self, tenant_id: &str) -> StoreResult<Vec<LedgerEntry>>;
+    async fn open_reservations(&self, tenant_id: &str) -> StoreResult<i64>;
+    /// Verifications that reached a decision since `since`.
+    async fn decided_since(&self, tenant_id: &str, since: DateTime<Utc>) -> StoreResult<i64>;
+    /// Drop expired idempotency keys; how many.
+    async fn idem_sweep(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// The ledger's writes: each backend keeps its own locking (`postgres/ledger.rs`,
+/// `sqlite/ledger.rs`).
+#[async_trait]
+pub trait LedgerStore: LedgerReads {
     /// Open a tenant's account with its initial balance, once: returns false when it existed.
     async fn ensure_account(&self, tenant_id: &str, initial: i64) -> StoreResult<bool>;
-    async fn balance(&self, tenant_id: &str) -> StoreResult<Option<i64>>;
     /// Reserve in order, in one transaction: each request sees the balance the earlier ones
     /// left. One answer per request.
     async fn reserve_batch(&self, reqs: &[ReserveRequest]) -> StoreResult<Vec<ReserveOutcome>>;
@@ -123,11 +138,125 @@ pub trait LedgerStore: Send + Sync {
     ) -> StoreResult<i64>;
     /// Release reservations that expired before `now` (their instance died); how many.
     async fn expire_reservations(&self, now: DateTime<Utc>) -> StoreResult<u64>;
-    async fn ledger(&self, tenant_id: &str) -> StoreResult<Vec<LedgerEntry>>;
-    async fn open_reservations(&self, tenant_id: &str) -> StoreResult<i64>;
-    /// Verifications that reached a decision since `since`.
-    async fn decided_since(&self, tenant_id: &str, since: DateTime<Utc>) -> StoreResult<i64>;
     async fn idem_claim(&self, req: &IdemClaimRequest) -> StoreResult<IdemClaim>;
-    /// Drop expired idempotency keys; how many.
-    async fn idem_sweep(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// One `credit_ledger` row to write.
+pub(crate) struct LedgerRow<'a> {
+    pub tenant_id: &'a str,
+    pub reservation_id: Option<Uuid>,
+    pub kind: &'static str,
+    pub amount: i64,
+    pub verification_id: Option<Uuid>,
+    pub reason: Option<&'a str>,
+}
+
+/// The multi-row INSERTs of `rows`, all dated `now`.
+pub(crate) fn insert_ledger(rows: &[LedgerRow<'_>], now: DateTime<Utc>) -> Vec<Stmt> {
+    rows.chunks(CHUNK)
+        .map(|chunk| {
+            let sql = insert_rows(
+                "credit_ledger",
+                "tenant_id, reservation_id, kind, amount, verification_id, reason, created_at",
+                7,
+                chunk.len(),
+            );
+            chunk.iter().fold(Stmt::new(sql), |s, r| {
+                s.bind(r.tenant_id)
+                    .bind(r.reservation_id)
+                    .bind(r.kind)
+                    .bind(r.amount)
+                    .bind(r.verification_id)
+                    .bind(r.reason)
+                    .bind(now)
+            })
+        })
+        .collect()
+}
+
+/// What a key that could not be claimed holds: its stored answer, or a request in flight.
+pub(crate) fn stored_claim(row: &impl Cols) -> StoreResult<IdemClaim> {
+    let request_hash: String = row.get("request_hash")?;
+    let state: String = row.get("state")?;
+    Ok(
+        match (
+            state.as_str(),
+            row.get("http_status")?,
+            row.get("response")?,
+        ) {
+            ("done", Some(http_status), Some(response)) => IdemClaim::Done {
+                request_hash,
+                http_status,
+                response,
+            },
+            _ => IdemClaim::Running { request_hash },
+        },
+    )
+}
+
+/// The kind a top-up or adjustment is booked as.
+pub(crate) fn adjustment_kind(kind: &str) -> &'static str {
+    if kind == kind::TOPUP {
+        kind::TOPUP
+    } else {
+        kind::ADJUST
+    }
+}
+
+#[async_trait]
+impl<D: Db> LedgerReads for D {
+    async fn balance(&self, tenant_id: &str) -> StoreResult<Option<i64>> {
+        let s = Stmt::new("SELECT balance FROM tenants WHERE id = $1").bind(tenant_id);
+        self.optional(s)
+            .await?
+            .map(|r| r.get("balance"))
+            .transpose()
+    }
+
+    async fn ledger(&self, tenant_id: &str) -> StoreResult<Vec<LedgerEntry>> {
+        let s = Stmt::new(
+            "SELECT tenant_id, reservation_id, kind, amount, verification_id, reason, created_at \
+             FROM credit_ledger WHERE tenant_id = $1 ORDER BY id",
+        )
+        .bind(tenant_id);
+        self.rows(s)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(LedgerEntry {
+                    tenant_id: r.get("tenant_id")?,
+                    reservation_id: r.opt_uuid("reservation_id")?,
+                    kind: r.get("kind")?,
+                    amount: r.get("amount")?,
+                    verification_id: r.opt_uuid("verification_id")?,
+                    reason: r.get("reason")?,
+                    created_at: r.time("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_reservations(&self, tenant_id: &str) -> StoreResult<i64> {
+        let s = Stmt::new(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS n FROM credit_reservations \
+             WHERE tenant_id = $1",
+        )
+        .bind(tenant_id);
+        self.row(s).await?.get("n")
+    }
+
+    async fn decided_since(&self, tenant_id: &str, since: DateTime<Utc>) -> StoreResult<i64> {
+        let s = Stmt::new(
+            "SELECT COUNT(*) AS n FROM verifications WHERE tenant_id = $1 AND created_at >= $2 \
+             AND decision IS NOT NULL",
+        )
+        .bind(tenant_id)
+        .bind(since);
+        self.row(s).await?.get("n")
+    }
+
+    async fn idem_sweep(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.execute(Stmt::new("DELETE FROM idempotency_keys WHERE expires_at < $1").bind(now))
+            .await
+    }
 }

@@ -5,11 +5,10 @@ pub mod faces;
 pub mod group_commit;
 pub mod identity;
 pub mod ledger;
-mod pgvector;
 mod postgres;
-mod postgres_ledger;
+mod sql;
 mod sqlite;
-mod sqlite_ledger;
+mod verifications;
 pub mod writers;
 
 use std::sync::Arc;
@@ -18,8 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use pgvector::literal as vector_literal;
 pub use postgres::PgStore;
+pub use postgres::pgvector::literal as vector_literal;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +27,9 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A row refers to one that does not exist (a foreign key).
+    #[error("missing referenced row: {0}")]
+    MissingParent(String),
     #[error("database error: {0}")]
     Other(String),
 }
@@ -38,6 +40,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(d) if d.is_unique_violation() => {
                 StoreError::Conflict(d.message().to_owned())
+            }
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::MissingParent(d.message().to_owned())
             }
             _ => StoreError::Other(e.to_string()),
         }
@@ -112,7 +117,8 @@ pub struct ListFilter {
     pub since: Option<DateTime<Utc>>,
 }
 
-/// Face identity rows come with every store (`identity.rs`).
+/// Every backend implements it once, in `verifications.rs`; face identity rows come with every
+/// store (`identity.rs`).
 #[async_trait]
 pub trait Store:
     ledger::LedgerStore + identity::IdentityStore + Send + Sync + std::fmt::Debug
@@ -153,11 +159,15 @@ pub async fn connect(url: &str) -> StoreResult<DynStore> {
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     } else {
-        Err(StoreError::Other(format!(
-            "unsupported DATABASE_URL scheme in {:?}: use postgres://… or sqlite:…",
-            redact_url(url)
-        )))
+        Err(unsupported_url(url))
     }
+}
+
+fn unsupported_url(url: &str) -> StoreError {
+    StoreError::Other(format!(
+        "unsupported DATABASE_URL scheme in {:?}: use postgres://… or sqlite:…",
+        redact_url(url)
+    ))
 }
 
 /// A database URL with any password replaced, for messages and logs.

@@ -15,7 +15,7 @@
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::StoreResult;
+use crate::store::{StoreError, StoreResult};
 use livegate_engine::EMBEDDING_DIM;
 use livegate_engine::server::embedding_from_bytes;
 
@@ -197,8 +197,7 @@ async fn backfill(
     let mut filled = 0usize;
     for r in &rows {
         let bytes: Vec<u8> = r.try_get("embedding")?;
-        let v =
-            embedding_from_bytes(&bytes).map_err(|e| super::StoreError::Other(e.to_string()))?;
+        let v = embedding_from_bytes(&bytes).map_err(|e| StoreError::Other(e.to_string()))?;
         // Embeddings of another length (none are written today) stay out of the index.
         if v.len() != EMBEDDING_DIM {
             continue;

@@ -5,27 +5,24 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
-use super::ledger::{
-    IdemClaim, IdemClaimRequest, LedgerEntry, LedgerStore, ReserveOutcome, ReserveRequest,
-    ResultWrite, kind,
+use super::{PgStore, execute_in};
+use crate::store::ledger::{
+    self, IdemClaim, IdemClaimRequest, LedgerRow, LedgerStore, ReserveOutcome, ReserveRequest,
+    ResultWrite, Settlement, kind,
 };
-use super::postgres::{COLUMNS, PgStore};
-use super::{StoreError, StoreResult};
+use crate::store::sql::Stmt;
+use crate::store::verifications::{CHUNK, insert_statements};
+use crate::store::{StoreError, StoreResult};
 
-/// Rows per multi-row INSERT: 26 binds a verification row stays far below Postgres' 65535.
-const CHUNK: usize = 500;
-
-struct LedgerRow<'a> {
-    tenant_id: &'a str,
-    reservation_id: Option<Uuid>,
-    kind: &'static str,
-    amount: i64,
-    verification_id: Option<Uuid>,
-    reason: Option<&'a str>,
+/// Runs statements inside `tx`, in order.
+async fn run_all(tx: &mut Transaction<'_, Postgres>, stmts: Vec<Stmt>) -> StoreResult<()> {
+    for s in stmts {
+        execute_in(tx, s).await?;
+    }
+    Ok(())
 }
 
 async fn insert_ledger(
@@ -33,23 +30,7 @@ async fn insert_ledger(
     rows: &[LedgerRow<'_>],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    for chunk in rows.chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO credit_ledger (tenant_id, reservation_id, kind, amount, verification_id, \
-             reason, created_at) ",
-        );
-        qb.push_values(chunk, |mut b, r| {
-            b.push_bind(r.tenant_id)
-                .push_bind(r.reservation_id)
-                .push_bind(r.kind)
-                .push_bind(r.amount)
-                .push_bind(r.verification_id)
-                .push_bind(r.reason)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    Ok(())
+    run_all(tx, ledger::insert_ledger(rows, now)).await
 }
 
 /// Apply balance deltas in tenant-id order (the BTreeMap's order).
@@ -65,70 +46,6 @@ async fn apply_deltas(
                 .execute(&mut **tx)
                 .await?;
         }
-    }
-    Ok(())
-}
-
-async fn insert_verifications(
-    tx: &mut Transaction<'_, Postgres>,
-    writes: &[ResultWrite],
-) -> StoreResult<()> {
-    for chunk in writes.chunks(CHUNK) {
-        let mut qb =
-            QueryBuilder::<Postgres>::new(format!("INSERT INTO verifications ({COLUMNS}) "));
-        qb.push_values(chunk, |mut b, w| {
-            let v = &w.verification;
-            b.push_bind(v.id)
-                .push_bind(&v.tenant_id)
-                .push_bind(&v.request_id)
-                .push_bind(&v.provider)
-                .push_bind(&v.provider_request_id)
-                .push_bind(&v.decision)
-                .push_bind(v.is_live)
-                .push_bind(v.score)
-                .push_bind(v.threshold)
-                .push_bind(&v.spoof_type)
-                .push_bind(Json(&v.warnings))
-                .push_bind(v.face.as_ref().map(Json))
-                .push_bind(v.faces_detected)
-                .push_bind(&v.image_sha256)
-                .push_bind(&v.image_format)
-                .push_bind(v.image_width)
-                .push_bind(v.image_height)
-                .push_bind(&v.external_id)
-                .push_bind(v.metadata.as_ref().map(Json))
-                .push_bind(v.http_status)
-                .push_bind(&v.error_code)
-                .push_bind(&v.error_detail)
-                .push_bind(v.latency_ms)
-                .push_bind(&v.config_hash)
-                .push_bind(&v.trace_id)
-                .push_bind(v.created_at);
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    let attempts: Vec<_> = writes.iter().flat_map(|w| w.attempts.iter()).collect();
-    for chunk in attempts.chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO verification_attempts (verification_id, attempt_no, provider, \
-             provider_kind, outcome, shadow, score, error_code, upstream_status, latency_ms, \
-             raw_body, created_at) ",
-        );
-        qb.push_values(chunk, |mut b, a| {
-            b.push_bind(a.verification_id)
-                .push_bind(a.attempt_no)
-                .push_bind(&a.provider)
-                .push_bind(&a.provider_kind)
-                .push_bind(&a.outcome)
-                .push_bind(a.shadow)
-                .push_bind(a.score)
-                .push_bind(&a.error_code)
-                .push_bind(a.upstream_status)
-                .push_bind(a.latency_ms)
-                .push_bind(&a.raw_body)
-                .push_bind(a.created_at);
-        });
-        qb.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -272,15 +189,6 @@ impl LedgerStore for PgStore {
         Ok(created)
     }
 
-    async fn balance(&self, tenant_id: &str) -> StoreResult<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT balance FROM tenants WHERE id = $1")
-                .bind(tenant_id)
-                .fetch_optional(self.pool())
-                .await?,
-        )
-    }
-
     async fn reserve_batch(&self, reqs: &[ReserveRequest]) -> StoreResult<Vec<ReserveOutcome>> {
         // Optimistic first: the balance row is locked only from its UPDATE to COMMIT, so
         // settlements and other instances queue behind it for as short a time as possible. A
@@ -300,10 +208,14 @@ impl LedgerStore for PgStore {
         }
         let now = Utc::now();
         let mut tx = self.pool().begin().await?;
-        insert_verifications(&mut tx, writes).await?;
+        let rows = insert_statements(
+            writes.iter().map(|w| &w.verification),
+            writes.iter().flat_map(|w| &w.attempts),
+        );
+        run_all(&mut tx, rows).await?;
 
         let mut settle_deltas: BTreeMap<String, i64> = BTreeMap::new();
-        let settled: Vec<(&ResultWrite, &super::ledger::Settlement)> = writes
+        let settled: Vec<(&ResultWrite, &Settlement)> = writes
             .iter()
             .filter_map(|w| w.settlement.as_ref().map(|s| (w, s)))
             .collect();
@@ -414,11 +326,7 @@ impl LedgerStore for PgStore {
         let row = LedgerRow {
             tenant_id,
             reservation_id: None,
-            kind: if kind == kind::TOPUP {
-                kind::TOPUP
-            } else {
-                kind::ADJUST
-            },
+            kind: ledger::adjustment_kind(kind),
             amount,
             verification_id: None,
             reason: Some(reason),
@@ -467,49 +375,6 @@ impl LedgerStore for PgStore {
         Ok(expired.len() as u64)
     }
 
-    async fn ledger(&self, tenant_id: &str) -> StoreResult<Vec<LedgerEntry>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, reservation_id, kind, amount, verification_id, reason, created_at \
-             FROM credit_ledger WHERE tenant_id = $1 ORDER BY id",
-        )
-        .bind(tenant_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LedgerEntry {
-                    tenant_id: r.try_get("tenant_id")?,
-                    reservation_id: r.try_get("reservation_id")?,
-                    kind: r.try_get("kind")?,
-                    amount: r.try_get("amount")?,
-                    verification_id: r.try_get("verification_id")?,
-                    reason: r.try_get("reason")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn open_reservations(&self, tenant_id: &str) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE(SUM(amount), 0)::bigint FROM credit_reservations WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_one(self.pool())
-        .await?)
-    }
-
-    async fn decided_since(&self, tenant_id: &str, since: DateTime<Utc>) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM verifications WHERE tenant_id = $1 AND created_at >= $2 \
-             AND decision IS NOT NULL",
-        )
-        .bind(tenant_id)
-        .bind(since)
-        .fetch_one(self.pool())
-        .await?)
-    }
-
     async fn idem_claim(&self, req: &IdemClaimRequest) -> StoreResult<IdemClaim> {
         let now = Utc::now();
         // A second pass covers a row that expired and was swept between the two statements.
@@ -546,35 +411,10 @@ impl LedgerStore for PgStore {
             .fetch_optional(self.pool())
             .await?;
             let Some(row) = row else { continue };
-            let request_hash: String = row.try_get("request_hash")?;
-            let state: String = row.try_get("state")?;
-            return Ok(
-                match (
-                    state.as_str(),
-                    row.try_get("http_status")?,
-                    row.try_get("response")?,
-                ) {
-                    ("done", Some(http_status), Some(response)) => IdemClaim::Done {
-                        request_hash,
-                        http_status,
-                        response,
-                    },
-                    _ => IdemClaim::Running { request_hash },
-                },
-            );
+            return ledger::stored_claim(&row);
         }
         Err(StoreError::Other(
             "idempotency key changed hands twice while claiming it".into(),
         ))
-    }
-
-    async fn idem_sweep(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(
-            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
-                .bind(now)
-                .execute(self.pool())
-                .await?
-                .rows_affected(),
-        )
     }
 }

@@ -1,0 +1,173 @@
+//! The Postgres store: its pool and connection options, how a backend-neutral statement binds
+//! here (`uuid`, `timestamptz`, `jsonb` natively), the ledger (`ledger.rs`, row locks in
+//! tenant order) and pgvector (`pgvector.rs`).
+
+mod ledger;
+pub(crate) mod pgvector;
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::store::sql::{Backend, Cols, Db, Param, Plain, Stmt};
+use crate::store::{StoreError, StoreResult};
+use pgvector::Pgvector;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// Set by `migrate` when the server has pgvector (`pgvector.rs`).
+    pgvector: Arc<OnceLock<Option<Pgvector>>>,
+}
+
+impl PgStore {
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let opts: PgConnectOptions = url.parse()?;
+        Self::with_options(opts).await
+    }
+
+    /// A store confined to its own schema (created if needed): isolated test databases and
+    /// several deployments sharing one database.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Other(format!("invalid schema name {schema:?}")));
+        }
+        let base: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Self::with_options(base.options([("search_path", schema)])).await
+    }
+
+    async fn with_options(opts: PgConnectOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        Ok(Self {
+            pool,
+            pgvector: Arc::default(),
+        })
+    }
+}
+
+fn query(sql: &str, params: Vec<Param>) -> Query<'_, Postgres, PgArguments> {
+    params.into_iter().fold(sqlx::query(sql), |q, p| match p {
+        Param::Text(v) => q.bind(v),
+        Param::I64(v) => q.bind(v),
+        Param::I32(v) => q.bind(v),
+        Param::F64(v) => q.bind(v),
+        Param::Bool(v) => q.bind(v),
+        Param::Bytes(v) => q.bind(v),
+        Param::Uuid(v) => q.bind(v),
+        Param::Time(v) => q.bind(v),
+        Param::Json(v) => q.bind(v.map(Json)),
+    })
+}
+
+/// Runs `s` inside `tx`; rows affected.
+pub(super) async fn execute_in(tx: &mut Transaction<'_, Postgres>, s: Stmt) -> StoreResult<u64> {
+    Ok(query(&s.sql, s.params)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+impl Cols for PgRow {
+    fn get<T: Plain>(&self, col: &str) -> StoreResult<T> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn opt_time(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn json(&self, col: &str) -> StoreResult<Option<serde_json::Value>> {
+        Ok(self
+            .try_get::<Option<Json<serde_json::Value>>, _>(col)?
+            .map(|j| j.0))
+    }
+}
+
+#[async_trait]
+impl Db for PgStore {
+    type Row = PgRow;
+
+    async fn rows(&self, s: Stmt) -> StoreResult<Vec<PgRow>> {
+        Ok(query(&s.sql, s.params).fetch_all(&self.pool).await?)
+    }
+
+    async fn execute(&self, s: Stmt) -> StoreResult<u64> {
+        Ok(query(&s.sql, s.params)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn execute_all(&self, stmts: Vec<Stmt>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for s in stmts {
+            execute_in(&mut tx, s).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for PgStore {
+    async fn run_migrations(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        if self.pgvector.get().is_none() {
+            let found = pgvector::enable(&self.pool).await?;
+            let _ = self.pgvector.set(found);
+        }
+        Ok(())
+    }
+
+    fn writers(&self) -> usize {
+        4
+    }
+
+    fn pgvector(&self) -> Option<&Pgvector> {
+        self.pgvector.get().and_then(Option::as_ref)
+    }
+
+    async fn nearest(
+        &self,
+        sql: &str,
+        scope: &str,
+        query: &[f32],
+        k: usize,
+    ) -> StoreResult<Vec<(Uuid, f32)>> {
+        match self.pgvector() {
+            Some(pgv) => pgvector::nearest(&self.pool, pgv, sql, scope, query, k).await,
+            None => Err(StoreError::Other("pgvector is not enabled".to_owned())),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! What lets one piece of SQL serve both backends: a statement with backend-neutral
+//! parameters ([`Stmt`]), a row both can read ([`Cols`]) and what each backend provides
+//! ([`Db`], [`Backend`]). SQLite has no uuid, timestamp or json column type; it stores them as
+//! text (timestamps fixed-width RFC 3339, so text order is time order), and only
+//! `postgres/mod.rs` and `sqlite/mod.rs` know how.
+
+use std::borrow::Cow;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Decode, Postgres, Sqlite, Type};
+use uuid::Uuid;
+
+use super::ledger::LedgerStore;
+use super::postgres::pgvector::Pgvector;
+use super::{StoreError, StoreResult};
+
+/// One parameter, owned, in the few types livegate stores.
+#[derive(Debug, Clone)]
+pub(crate) enum Param {
+    Text(Option<String>),
+    I64(Option<i64>),
+    I32(Option<i32>),
+    F64(Option<f64>),
+    Bool(Option<bool>),
+    Bytes(Option<Vec<u8>>),
+    Uuid(Option<Uuid>),
+    Time(Option<DateTime<Utc>>),
+    Json(Option<serde_json::Value>),
+}
+
+macro_rules! param_from {
+    ($($variant:ident($t:ty)),* $(,)?) => {$(
+        impl From<$t> for Param {
+            fn from(v: $t) -> Self {
+                Param::$variant(Some(v.into()))
+            }
+        }
+        impl From<Option<$t>> for Param {
+            fn from(v: Option<$t>) -> Self {
+                Param::$variant(v.map(Into::into))
+            }
+        }
+    )*};
+}
+
+param_from!(
+    Text(String),
+    Text(&str),
+    I64(i64),
+    I32(i32),
+    F64(f64),
+    Bool(bool),
+    Bytes(Vec<u8>),
+    Uuid(Uuid),
+    Time(DateTime<Utc>),
+);
+
+impl From<&String> for Param {
+    fn from(v: &String) -> Self {
+        Param::Text(Some(v.clone()))
+    }
+}
+
+impl From<&Option<String>> for Param {
+    fn from(v: &Option<String>) -> Self {
+        Param::Text(v.clone())
+    }
+}
+
+/// SQL with `$n` parameters (both sqlx drivers read them) and their values.
+#[derive(Debug, Clone)]
+pub(crate) struct Stmt {
+    pub sql: Cow<'static, str>,
+    pub params: Vec<Param>,
+}
+
+impl Stmt {
+    pub fn new(sql: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    pub fn bind(mut self, p: impl Into<Param>) -> Self {
+        self.params.push(p.into());
+        self
+    }
+
+    pub fn json(mut self, v: Option<&serde_json::Value>) -> Self {
+        self.params.push(Param::Json(v.cloned()));
+        self
+    }
+}
+
+/// A column type both drivers decode as is.
+pub(crate) trait Plain:
+    for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+impl<T> Plain for T where
+    T: for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+/// Reading a row the same way on both backends.
+pub(crate) trait Cols {
+    fn get<T: Plain>(&self, col: &str) -> StoreResult<T>;
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>>;
+    fn opt_time(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>>;
+    fn json(&self, col: &str) -> StoreResult<Option<serde_json::Value>>;
+
+    fn uuid(&self, col: &str) -> StoreResult<Uuid> {
+        self.opt_uuid(col)?
+            .ok_or_else(|| StoreError::Other(format!("{col} is NULL")))
+    }
+
+    fn time(&self, col: &str) -> StoreResult<DateTime<Utc>> {
+        self.opt_time(col)?
+            .ok_or_else(|| StoreError::Other(format!("{col} is NULL")))
+    }
+}
+
+/// Running statements on one backend's pool.
+#[async_trait]
+pub(crate) trait Db: Send + Sync {
+    type Row: Cols + Send;
+
+    async fn rows(&self, s: Stmt) -> StoreResult<Vec<Self::Row>>;
+    /// Rows affected.
+    async fn execute(&self, s: Stmt) -> StoreResult<u64>;
+    /// The statements in order, in one transaction.
+    async fn execute_all(&self, s: Vec<Stmt>) -> StoreResult<()>;
+
+    async fn optional(&self, s: Stmt) -> StoreResult<Option<Self::Row>> {
+        Ok(self.rows(s).await?.into_iter().next())
+    }
+
+    async fn row(&self, s: Stmt) -> StoreResult<Self::Row> {
+        self.optional(s).await?.ok_or(StoreError::NotFound)
+    }
+}
+
+/// What differs between the backends beyond the SQL dialect: migrations, write concurrency,
+/// and the vector index only Postgres may have.
+#[async_trait]
+pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
+    async fn run_migrations(&self) -> StoreResult<()>;
+
+    /// How many group-commit workers write at once (SQLite has one writer).
+    fn writers(&self) -> usize;
+
+    fn pgvector(&self) -> Option<&Pgvector> {
+        None
+    }
+
+    /// Runs a nearest-neighbour `sql` (`$1` scope, `$2` query vector, `$3` k) on the vector
+    /// index, as `(id, cosine similarity)`.
+    async fn nearest(
+        &self,
+        sql: &str,
+        scope: &str,
+        query: &[f32],
+        k: usize,
+    ) -> StoreResult<Vec<(Uuid, f32)>> {
+        let _ = (sql, scope, query, k);
+        Err(StoreError::Other(
+            "this store has no vector index".to_owned(),
+        ))
+    }
+}

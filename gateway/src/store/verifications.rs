@@ -1,0 +1,240 @@
+//! Verifications, their attempts and settings: the SQL both backends run, and [`Store`] for
+//! every [`Backend`].
+
+use async_trait::async_trait;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::sql::{Backend, Cols, Stmt};
+use super::{AttemptRecord, ListFilter, Store, StoreResult, VerificationRecord, clamp_limit};
+
+pub(crate) const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
+     threshold, spoof_type, warnings, face, faces_detected, image_sha256, image_format, image_width, \
+     image_height, external_id, metadata, http_status, error_code, error_detail, latency_ms, \
+     config_hash, trace_id, created_at";
+
+pub(crate) const ATTEMPT_COLUMNS: &str = "verification_id, attempt_no, provider, provider_kind, \
+     outcome, shadow, score, error_code, upstream_status, latency_ms, raw_body, created_at";
+
+/// `$1, …, $n`: one row's placeholders, starting after `offset`.
+pub(crate) fn placeholders(offset: usize, n: usize) -> String {
+    (offset + 1..=offset + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A multi-row `INSERT INTO table (columns) VALUES (…), (…)` of `rows` rows of `width`.
+pub(crate) fn insert_rows(table: &str, columns: &str, width: usize, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| format!("({})", placeholders(r * width, width)))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({columns}) VALUES {}",
+        values.join(",")
+    )
+}
+
+/// Binds one verification row's 26 values, in `COLUMNS` order.
+pub(crate) fn bind_verification(s: Stmt, v: &VerificationRecord) -> Stmt {
+    s.bind(v.id)
+        .bind(&v.tenant_id)
+        .bind(&v.request_id)
+        .bind(&v.provider)
+        .bind(&v.provider_request_id)
+        .bind(&v.decision)
+        .bind(v.is_live)
+        .bind(v.score)
+        .bind(v.threshold)
+        .bind(&v.spoof_type)
+        .json(Some(&v.warnings))
+        .json(v.face.as_ref())
+        .bind(v.faces_detected)
+        .bind(&v.image_sha256)
+        .bind(&v.image_format)
+        .bind(v.image_width)
+        .bind(v.image_height)
+        .bind(&v.external_id)
+        .json(v.metadata.as_ref())
+        .bind(v.http_status)
+        .bind(&v.error_code)
+        .bind(&v.error_detail)
+        .bind(v.latency_ms)
+        .bind(&v.config_hash)
+        .bind(&v.trace_id)
+        .bind(v.created_at)
+}
+
+/// Binds one attempt row's 12 values, in `ATTEMPT_COLUMNS` order.
+pub(crate) fn bind_attempt(s: Stmt, a: &AttemptRecord) -> Stmt {
+    s.bind(a.verification_id)
+        .bind(a.attempt_no)
+        .bind(&a.provider)
+        .bind(&a.provider_kind)
+        .bind(&a.outcome)
+        .bind(a.shadow)
+        .bind(a.score)
+        .bind(&a.error_code)
+        .bind(a.upstream_status)
+        .bind(a.latency_ms)
+        .bind(&a.raw_body)
+        .bind(a.created_at)
+}
+
+/// Rows per multi-row INSERT: 26 binds a verification row stays far below Postgres' 65535
+/// parameters and SQLite's 32766.
+pub(crate) const CHUNK: usize = 500;
+
+/// The INSERTs that write `verifications` and then their attempts, `CHUNK` rows at a time.
+pub(crate) fn insert_statements<'a>(
+    verifications: impl IntoIterator<Item = &'a VerificationRecord>,
+    attempts: impl IntoIterator<Item = &'a AttemptRecord>,
+) -> Vec<Stmt> {
+    let verifications: Vec<_> = verifications.into_iter().collect();
+    let attempts: Vec<_> = attempts.into_iter().collect();
+    let mut out = Vec::new();
+    for chunk in verifications.chunks(CHUNK) {
+        let sql = insert_rows("verifications", COLUMNS, 26, chunk.len());
+        out.push(
+            chunk
+                .iter()
+                .fold(Stmt::new(sql), |s, v| bind_verification(s, v)),
+        );
+    }
+    for chunk in attempts.chunks(CHUNK) {
+        let sql = insert_rows("verification_attempts", ATTEMPT_COLUMNS, 12, chunk.len());
+        out.push(chunk.iter().fold(Stmt::new(sql), |s, a| bind_attempt(s, a)));
+    }
+    out
+}
+
+pub(crate) fn verification(row: &impl Cols) -> StoreResult<VerificationRecord> {
+    Ok(VerificationRecord {
+        id: row.uuid("id")?,
+        tenant_id: row.get("tenant_id")?,
+        request_id: row.get("request_id")?,
+        provider: row.get("provider")?,
+        provider_request_id: row.get("provider_request_id")?,
+        decision: row.get("decision")?,
+        is_live: row.get("is_live")?,
+        score: row.get("score")?,
+        threshold: row.get("threshold")?,
+        spoof_type: row.get("spoof_type")?,
+        warnings: row.json("warnings")?.unwrap_or_default(),
+        face: row.json("face")?,
+        faces_detected: row.get("faces_detected")?,
+        image_sha256: row.get("image_sha256")?,
+        image_format: row.get("image_format")?,
+        image_width: row.get("image_width")?,
+        image_height: row.get("image_height")?,
+        external_id: row.get("external_id")?,
+        metadata: row.json("metadata")?,
+        http_status: row.get("http_status")?,
+        error_code: row.get("error_code")?,
+        error_detail: row.get("error_detail")?,
+        latency_ms: row.get("latency_ms")?,
+        config_hash: row.get("config_hash")?,
+        trace_id: row.get("trace_id")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+fn attempt(r: &impl Cols) -> StoreResult<AttemptRecord> {
+    Ok(AttemptRecord {
+        verification_id: r.uuid("verification_id")?,
+        attempt_no: r.get("attempt_no")?,
+        provider: r.get("provider")?,
+        provider_kind: r.get("provider_kind")?,
+        outcome: r.get("outcome")?,
+        shadow: r.get("shadow")?,
+        score: r.get("score")?,
+        error_code: r.get("error_code")?,
+        upstream_status: r.get("upstream_status")?,
+        latency_ms: r.get("latency_ms")?,
+        raw_body: r.get("raw_body")?,
+        created_at: r.time("created_at")?,
+    })
+}
+
+#[async_trait]
+impl<B: Backend> Store for B {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.run_migrations().await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.execute(Stmt::new("SELECT 1")).await.map(drop)
+    }
+
+    async fn insert_verification(
+        &self,
+        v: &VerificationRecord,
+        attempts: &[AttemptRecord],
+    ) -> StoreResult<()> {
+        self.execute_all(insert_statements([v], attempts)).await
+    }
+
+    async fn insert_attempts(&self, attempts: &[AttemptRecord]) -> StoreResult<()> {
+        self.execute_all(insert_statements([], attempts)).await
+    }
+
+    async fn get_verification(&self, tenant_id: &str, id: Uuid) -> StoreResult<VerificationRecord> {
+        let sql = format!("SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 AND id = $2");
+        verification(&self.row(Stmt::new(sql).bind(tenant_id).bind(id)).await?)
+    }
+
+    async fn list_verifications(
+        &self,
+        tenant_id: &str,
+        f: &ListFilter,
+    ) -> StoreResult<Vec<VerificationRecord>> {
+        // Each optional filter is `$n IS NULL OR …`; the parameter types come from the bound
+        // values, so the same text serves both backends.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 \
+             AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR decision = $3) \
+             AND ($4 IS NULL OR created_at >= $4) ORDER BY id DESC LIMIT $5"
+        );
+        let s = Stmt::new(sql)
+            .bind(tenant_id)
+            .bind(f.before)
+            .bind(&f.decision)
+            .bind(f.since)
+            .bind(clamp_limit(f.limit));
+        self.rows(s).await?.iter().map(verification).collect()
+    }
+
+    async fn attempts(&self, verification_id: Uuid) -> StoreResult<Vec<AttemptRecord>> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM verification_attempts \
+             WHERE verification_id = $1 ORDER BY attempt_no"
+        );
+        let rows = self.rows(Stmt::new(sql).bind(verification_id)).await?;
+        rows.iter().map(attempt).collect()
+    }
+
+    async fn setting_insert_if_absent(&self, name: &str, value: &str) -> StoreResult<String> {
+        self.execute(
+            Stmt::new(
+                "INSERT INTO settings (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(Utc::now()),
+        )
+        .await?;
+        self.row(Stmt::new("SELECT value FROM settings WHERE name = $1").bind(name))
+            .await?
+            .get("value")
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let s = Stmt::new("SELECT value FROM settings WHERE name = $1").bind(name);
+        self.optional(s).await?.map(|r| r.get("value")).transpose()
+    }
+
+    fn write_concurrency(&self) -> usize {
+        self.writers()
+    }
+}
