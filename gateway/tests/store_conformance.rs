@@ -204,8 +204,8 @@ async fn migrations_are_idempotent(s: DynStore) {
 mod ledger_cases {
     use super::*;
     use livegate::store::ledger::{
-        IdemClaim, IdemClaimRequest, IdempotentAnswer, ReserveOutcome, ReserveRequest, ResultWrite,
-        Settlement,
+        Adjustment, IdemClaim, IdemClaimRequest, IdempotentAnswer, ReserveOutcome, ReserveRequest,
+        ResultWrite, Settlement,
     };
 
     fn reserve(tenant: &str, amount: i64, expires_in: i64) -> ReserveRequest {
@@ -320,18 +320,19 @@ mod ledger_cases {
 
     pub async fn adjustments_need_an_account(s: DynStore) {
         assert!(matches!(
-            s.adjust_credits("a", 5, "topup", "why").await,
+            s.adjust_credits(&Adjustment::new("a", 5, "topup", "why"))
+                .await,
             Err(StoreError::NotFound)
         ));
         s.ensure_account("a", 0).await.expect("open");
         assert_eq!(
-            s.adjust_credits("a", 5, "topup", "paid")
+            s.adjust_credits(&Adjustment::new("a", 5, "topup", "paid"))
                 .await
                 .expect("top up"),
             5
         );
         assert_eq!(
-            s.adjust_credits("a", -7, "adjust", "fix")
+            s.adjust_credits(&Adjustment::new("a", -7, "adjust", "fix"))
                 .await
                 .expect("adjust"),
             -2

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::http::{self, HttpClient};
-use crate::settings::{SettingProblem, check_secret, check_url};
+use crate::settings::{SettingProblem, url_and_secret};
 use crate::{
     Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Profile, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, SpoofType, UpstreamDecision, Warning, WarningCode,
@@ -35,12 +35,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// What is wrong with settings that parsed, by field.
+    /// The engine needs an http(s) `base_url` and a non-empty `api_key`; the
+    /// `collection_id` is checked when the provider is built.
     pub fn problems(&self) -> Vec<SettingProblem> {
-        let mut p = Vec::new();
-        check_url("base_url", &self.base_url, &mut p);
-        check_secret("api_key", &self.api_key, &mut p);
-        p
+        url_and_secret(&self.base_url, "api_key", &self.api_key)
     }
 }
 
@@ -61,23 +59,24 @@ impl Collections {
     ) -> Result<Self, ProviderError> {
         let url = liveness_url(&settings.base_url, &settings.collection_id)?;
         let api_key = http::secret_header(&settings.api_key, "collections api_key")?;
+        let capabilities = Capabilities {
+            formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
+            min_side: 100,
+            // Not documented; a generous bound that still keeps decoding on the engine sane.
+            max_side: 10_000,
+            // "up to 10 MB": the decimal reading is the stricter one.
+            max_bytes: 10_000_000,
+        };
         Ok(Self {
-            settings,
-            url,
-            api_key,
-            http,
             profile: Profile {
                 name: name.into(),
                 kind: "collections",
-                capabilities: Capabilities {
-                    formats: vec![ImageFormat::Jpeg, ImageFormat::Png],
-                    min_side: 100,
-                    // Not documented; a generous bound that still keeps decoding on the engine sane.
-                    max_side: 10_000,
-                    // "up to 10 MB": the decimal reading is the stricter one.
-                    max_bytes: 10_000_000,
-                },
+                capabilities,
             },
+            url,
+            api_key,
+            settings,
+            http,
         })
     }
 }
@@ -585,18 +584,12 @@ mod tests {
             seen.headers.get("x-api-key").map(|v| v.as_bytes()),
             Some(&b"fr_test_0123456789abcdef0123456789abcdef"[..])
         );
-        assert_eq!(
-            seen.headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok()),
-            req.traceparent.as_deref()
+        seen.assert_image_form(
+            &req,
+            &["image", "liveness_threshold"],
+            "selfie.png",
+            "image/png",
         );
-        let names: Vec<_> = seen.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["image", "liveness_threshold"]);
-        let image = &seen.fields[0];
-        assert_eq!(image.file.as_deref(), Some("selfie.png"));
-        assert_eq!(image.ctype.as_deref(), Some("image/png"));
-        assert_eq!(image.bytes.as_slice(), &req.image.bytes[..]);
         assert_eq!(seen.fields[1].bytes, b"0.6");
     }
 

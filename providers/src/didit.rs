@@ -10,7 +10,7 @@ use reqwest::multipart::Form;
 use serde::Deserialize;
 
 use crate::http::{self, HttpClient};
-use crate::settings::{SettingProblem, check_secret, check_url};
+use crate::settings::{SettingProblem, url_and_secret};
 use crate::{
     Capabilities, CheckRequest, ErrorKind, Face, ImageFormat, Profile, Provider, ProviderAnswer,
     ProviderError, RawExchange, Secret, UpstreamDecision, Warning, WarningCode,
@@ -31,12 +31,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// What is wrong with settings that parsed, by field.
+    /// A Didit entry needs an http(s) `base_url` and a non-empty `api_key`.
     pub fn problems(&self) -> Vec<SettingProblem> {
-        let mut p = Vec::new();
-        check_url("base_url", &self.base_url, &mut p);
-        check_secret("api_key", &self.api_key, &mut p);
-        p
+        url_and_secret(&self.base_url, "api_key", &self.api_key)
     }
 }
 
@@ -69,12 +66,7 @@ impl Didit {
                 name: name.into(),
                 kind: "didit",
                 capabilities: Capabilities {
-                    formats: vec![
-                        ImageFormat::Jpeg,
-                        ImageFormat::Png,
-                        ImageFormat::Webp,
-                        ImageFormat::Tiff,
-                    ],
+                    formats: ImageFormat::ALL.to_vec(),
                     min_side: 1,
                     max_side: 10_000,
                     // "5MB" in the document: the decimal reading is the stricter one.

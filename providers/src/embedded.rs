@@ -69,12 +69,7 @@ impl Embedded {
                 name: name.into(),
                 kind: "embedded",
                 capabilities: Capabilities {
-                    formats: vec![
-                        ImageFormat::Jpeg,
-                        ImageFormat::Png,
-                        ImageFormat::Webp,
-                        ImageFormat::Tiff,
-                    ],
+                    formats: ImageFormat::ALL.to_vec(),
                     min_side: 1,
                     max_side: 20_000,
                     // In process: the gateway's own intake cap is the only byte limit.

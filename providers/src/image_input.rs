@@ -15,6 +15,13 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
+    pub const ALL: [ImageFormat; 4] = [
+        ImageFormat::Jpeg,
+        ImageFormat::Png,
+        ImageFormat::Webp,
+        ImageFormat::Tiff,
+    ];
+
     /// Recognise the format from the first bytes; `None` for anything else.
     pub fn sniff(bytes: &[u8]) -> Option<Self> {
         match bytes {

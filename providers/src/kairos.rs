@@ -606,18 +606,7 @@ mod tests {
                 "{name}"
             );
         }
-        assert_eq!(
-            seen.headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok()),
-            req.traceparent.as_deref()
-        );
-        let names: Vec<_> = seen.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["selfie", "threshold"]);
-        let image = &seen.fields[0];
-        assert_eq!(image.file.as_deref(), Some("selfie.jpg"));
-        assert_eq!(image.ctype.as_deref(), Some("image/jpeg"));
-        assert_eq!(image.bytes.as_slice(), &req.image.bytes[..]);
+        seen.assert_image_form(&req, &["selfie", "threshold"], "selfie.jpg", "image/jpeg");
         assert_eq!(seen.fields[1].bytes, b"0.75");
     }
 

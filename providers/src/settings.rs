@@ -28,3 +28,15 @@ pub(crate) fn check_secret(field: &'static str, s: &Secret, problems: &mut Vec<S
         });
     }
 }
+
+/// The problems of an entry that names an upstream by `base_url` and one credential.
+pub(crate) fn url_and_secret(
+    base_url: &str,
+    field: &'static str,
+    secret: &Secret,
+) -> Vec<SettingProblem> {
+    let mut p = Vec::new();
+    check_url("base_url", base_url, &mut p);
+    check_secret(field, secret, &mut p);
+    p
+}

@@ -18,6 +18,25 @@ pub struct Seen {
     pub fields: Vec<Field>,
 }
 
+impl Seen {
+    /// The trace context came along, the form's fields are `names` in order, and the first is
+    /// the request's image, unchanged, as `file` of type `ctype`.
+    pub fn assert_image_form(&self, req: &CheckRequest, names: &[&str], file: &str, ctype: &str) {
+        assert_eq!(
+            self.headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+            req.traceparent.as_deref()
+        );
+        let got: Vec<_> = self.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(got, names);
+        let image = &self.fields[0];
+        assert_eq!(image.file.as_deref(), Some(file));
+        assert_eq!(image.ctype.as_deref(), Some(ctype));
+        assert_eq!(image.bytes.as_slice(), &req.image.bytes[..]);
+    }
+}
+
 pub struct Field {
     pub name: String,
     pub file: Option<String>,

@@ -24,6 +24,7 @@ use crate::config::face_checks::MatchThresholds;
 use crate::config::face_checks::{FaceChecks, RawFaceCheck, RawThresholds};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::DynStore;
+use crate::store::identity::NewFace;
 
 /// The in-memory part: the engine, and each tenant's index of approved faces, read
 /// incrementally from the store (rows after the last `seq` seen), so several gateways on one
@@ -166,9 +167,11 @@ impl Identity {
         store
             .insert_verification_face(
                 &s.tenant.id,
-                s.verification_id,
-                &vector,
-                judgement.decision == Decision::Approved,
+                &NewFace {
+                    verification_id: s.verification_id,
+                    embedding: &vector,
+                    approved: judgement.decision == Decision::Approved,
+                },
             )
             .await
             .map_err(ApiError::internal)?;

@@ -296,41 +296,62 @@ async fn attempt(
     let at = Utc::now();
     let span = telemetry::attempt_span(g.provider.name(), g.provider.kind(), retry, shadow);
     let traceparent = telemetry::outbound_traceparent(&span, traceparent);
-    let result = async {
-        match adapted(g, image).await {
-            Ok(sent) => {
-                let (sent_w, sent_h) = (sent.width, sent.height);
-                let req = CheckRequest {
-                    image: sent,
-                    threshold,
-                    request_id: request_id.to_owned(),
-                    traceparent,
-                };
-                let call_started = Instant::now();
-                let called = g.call(&req, deadline).await;
-                server_timing::add_provider_time(call_started.elapsed());
-                called.map(|mut answer| {
-                    // The provider saw a downscaled copy: report the box in the caller's pixels.
-                    if (sent_w, sent_h) != (image.width, image.height)
-                        && let Some(face) = answer.face.as_mut()
-                    {
-                        let sx = f64::from(image.width) / f64::from(sent_w.max(1));
-                        let sy = f64::from(image.height) / f64::from(sent_h.max(1));
-                        let [x1, y1, x2, y2] = face.bbox;
-                        face.bbox = [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
-                    }
-                    answer
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-    .instrument(span.clone())
-    .await;
+    let result = call_adapted(g, image, threshold, request_id, traceparent, deadline)
+        .instrument(span.clone())
+        .await;
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let entry = attempt_log(g, &result, at, latency_ms, retry, shadow);
+    telemetry::record_attempt(&span, entry.upstream_status, entry.error_code.as_deref());
+    log.push(entry);
+    result
+}
+
+/// One call with the image adapted to the provider; a face box comes back in the caller's
+/// pixels.
+async fn call_adapted(
+    g: &Arc<Guarded>,
+    image: &ImageInput,
+    threshold: f64,
+    request_id: &str,
+    traceparent: Option<String>,
+    deadline: Instant,
+) -> Result<ProviderAnswer, ProviderError> {
+    let sent = adapted(g, image).await?;
+    let (sent_w, sent_h) = (sent.width, sent.height);
+    let req = CheckRequest {
+        image: sent,
+        threshold,
+        request_id: request_id.to_owned(),
+        traceparent,
+    };
+    let call_started = Instant::now();
+    let called = g.call(&req, deadline).await;
+    server_timing::add_provider_time(call_started.elapsed());
+    let mut answer = called?;
+    // The provider saw a downscaled copy: report the box in the caller's pixels.
+    if (sent_w, sent_h) != (image.width, image.height)
+        && let Some(face) = answer.face.as_mut()
+    {
+        let sx = f64::from(image.width) / f64::from(sent_w.max(1));
+        let sy = f64::from(image.height) / f64::from(sent_h.max(1));
+        let [x1, y1, x2, y2] = face.bbox;
+        face.bbox = [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
+    }
+    Ok(answer)
+}
+
+/// The attempt row of one call, logged when it failed.
+fn attempt_log(
+    g: &Guarded,
+    result: &Result<ProviderAnswer, ProviderError>,
+    at: chrono::DateTime<Utc>,
+    latency_ms: i64,
+    retry: u32,
+    shadow: bool,
+) -> AttemptLog {
     let provider = g.provider.name().to_owned();
     let provider_kind = g.provider.kind().to_owned();
-    let entry = match &result {
+    match result {
         Ok(a) => AttemptLog {
             provider,
             provider_kind,
@@ -358,10 +379,7 @@ async fn attempt(
                 shadow,
             }
         }
-    };
-    telemetry::record_attempt(&span, entry.upstream_status, entry.error_code.as_deref());
-    log.push(entry);
-    result
+    }
 }
 
 /// The image as this provider accepts it (transcoded or downscaled when needed).

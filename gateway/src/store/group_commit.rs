@@ -43,80 +43,17 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
         let rx = Arc::new(Mutex::new(rx));
         let write = Arc::new(write);
         for _ in 0..workers.max(1) {
-            let rx = rx.clone();
-            let write = write.clone();
-            let observer = observer.clone();
+            let (rx, write, observer) = (rx.clone(), write.clone(), observer.clone());
             tokio::spawn(async move {
-                loop {
-                    let mut batch = Vec::new();
-                    {
-                        let mut rx = rx.lock().await;
-                        match rx.recv().await {
-                            Some(job) => batch.push(job),
-                            None => return,
-                        }
-                        while batch.len() < max_batch {
-                            match rx.try_recv() {
-                                Ok(job) => batch.push(job),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                while let Some(batch) = next_batch(&rx, max_batch).await {
                     let (items, replies): (Vec<I>, Vec<Reply<O>>) = batch.into_iter().unzip();
-                    let n = items.len();
-                    let started = Instant::now();
-                    // A failed batch is retried item by item, so one bad write cannot sink the
-                    // others that happened to share its transaction.
-                    let retry = (n > 1).then(|| items.clone());
-                    let result = write(items).await;
-                    let retry = match (&result, retry) {
-                        (Err(e), Some(items)) => {
-                            tracing::warn!(batch = name, size = n, error = %e, "batch failed; writing items one by one");
-                            Some(items)
-                        }
-                        _ => None,
-                    };
-                    if let Some(items) = retry {
-                        let mut outs = Vec::with_capacity(n);
-                        for item in items {
-                            match write(vec![item]).await {
-                                Ok(mut o) if o.len() == 1 => outs.push(Ok(o.remove(0))),
-                                Ok(_) => {
-                                    outs.push(Err(StoreError::Other(format!("{name}: no result"))))
-                                }
-                                Err(e) => outs.push(Err(e)),
-                            }
-                        }
-                        for (reply, out) in replies.into_iter().zip(outs) {
-                            let _ = reply.send(out);
-                        }
-                        if let Some(obs) = &observer {
-                            obs(name, n, started.elapsed());
-                        }
-                        continue;
-                    }
+                    let (n, started) = (items.len(), Instant::now());
+                    let outs = write_batch(name, write.as_ref(), items).await;
                     if let Some(obs) = &observer {
                         obs(name, n, started.elapsed());
                     }
-                    match result {
-                        Ok(outs) if outs.len() == n => {
-                            for (reply, out) in replies.into_iter().zip(outs) {
-                                let _ = reply.send(Ok(out));
-                            }
-                        }
-                        Ok(outs) => {
-                            let msg = format!("{name}: {} results for {n} writes", outs.len());
-                            for reply in replies {
-                                let _ = reply.send(Err(StoreError::Other(msg.clone())));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(batch = name, size = n, error = %e, "batch write failed");
-                            let msg = e.to_string();
-                            for reply in replies {
-                                let _ = reply.send(Err(StoreError::Other(msg.clone())));
-                            }
-                        }
+                    for (reply, out) in replies.into_iter().zip(outs) {
+                        let _ = reply.send(out);
                     }
                 }
             });
@@ -132,5 +69,56 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
             .map_err(|_| StoreError::Other("the writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Other("the writer dropped a write".into()))?
+    }
+}
+
+/// Waits for one job, then takes whatever else is queued, up to `max`; `None` once every
+/// sender is gone.
+async fn next_batch<T>(rx: &Mutex<mpsc::Receiver<T>>, max: usize) -> Option<Vec<T>> {
+    let mut rx = rx.lock().await;
+    let mut batch = vec![rx.recv().await?];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// One result per item, in order. A failed batch is retried item by item, so one bad write
+/// cannot sink the others that happened to share its transaction.
+async fn write_batch<I, O, F, Fut>(name: &str, write: &F, items: Vec<I>) -> Vec<StoreResult<O>>
+where
+    I: Clone,
+    F: Fn(Vec<I>) -> Fut,
+    Fut: Future<Output = StoreResult<Vec<O>>>,
+{
+    let n = items.len();
+    let retry = (n > 1).then(|| items.clone());
+    match (write(items).await, retry) {
+        (Ok(outs), _) if outs.len() == n => outs.into_iter().map(Ok).collect(),
+        (Ok(outs), _) => {
+            let msg = format!("{name}: {} results for {n} writes", outs.len());
+            (0..n)
+                .map(|_| Err(StoreError::Other(msg.clone())))
+                .collect()
+        }
+        (Err(e), Some(items)) => {
+            tracing::warn!(batch = name, size = n, error = %e, "batch failed; writing items one by one");
+            let mut outs = Vec::with_capacity(n);
+            for item in items {
+                outs.push(match write(vec![item]).await {
+                    Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
+                    Ok(_) => Err(StoreError::Other(format!("{name}: no result"))),
+                    Err(e) => Err(e),
+                });
+            }
+            outs
+        }
+        (Err(e), None) => {
+            tracing::error!(batch = name, size = n, error = %e, "batch write failed");
+            vec![Err(StoreError::Other(e.to_string()))]
+        }
     }
 }

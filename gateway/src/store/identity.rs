@@ -21,6 +21,14 @@ pub struct VerificationFace {
     pub approved: bool,
 }
 
+/// A verification's face to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct NewFace<'a> {
+    pub verification_id: Uuid,
+    pub embedding: &'a [f32],
+    pub approved: bool,
+}
+
 /// A blocklisted face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockedFace {
@@ -36,9 +44,7 @@ pub trait IdentityStore: Send + Sync {
     async fn insert_verification_face(
         &self,
         tenant_id: &str,
-        verification_id: Uuid,
-        embedding: &[f32],
-        approved: bool,
+        face: &NewFace<'_>,
     ) -> StoreResult<()>;
     /// The tenant's approved faces stored after `after_seq`, in `seq` order.
     async fn approved_faces_after(
@@ -60,9 +66,7 @@ pub trait IdentityStore: Send + Sync {
     async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>>;
     /// True when the database searches embeddings itself (pgvector): a tenant's approved
     /// faces are then searched there once they are many.
-    fn has_vector_index(&self) -> bool {
-        false
-    }
+    fn has_vector_index(&self) -> bool;
     /// The tenant's `k` approved faces nearest to `query` by the database's index, most
     /// similar first, as `(verification id, cosine similarity)`. Only called when
     /// [`IdentityStore::has_vector_index`] is true.
@@ -71,12 +75,7 @@ pub trait IdentityStore: Send + Sync {
         tenant_id: &str,
         query: &[f32],
         k: usize,
-    ) -> StoreResult<Vec<(Uuid, f32)>> {
-        let _ = (tenant_id, query, k);
-        Err(StoreError::Other(
-            "this store has no vector index".to_owned(),
-        ))
-    }
+    ) -> StoreResult<Vec<(Uuid, f32)>>;
 }
 
 fn vector(bytes: &[u8]) -> StoreResult<Vec<f32>> {
@@ -99,10 +98,13 @@ impl<B: Backend> IdentityStore for B {
     async fn insert_verification_face(
         &self,
         tenant_id: &str,
-        verification_id: Uuid,
-        embedding: &[f32],
-        approved: bool,
+        face: &NewFace<'_>,
     ) -> StoreResult<()> {
+        let NewFace {
+            verification_id,
+            embedding,
+            approved,
+        } = *face;
         // With pgvector the embedding also goes into the indexed vector column.
         let indexed = self.pgvector().filter(|_| embedding.len() == EMBEDDING_DIM);
         let (vec_column, vec_param) = match indexed {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::sql::{Cols, Db, Stmt};
 use super::verifications::{CHUNK, insert_rows};
-use super::{AttemptRecord, StoreResult, VerificationRecord};
+use super::{AttemptRecord, StoreError, StoreResult, VerificationRecord};
 
 /// Ledger kinds, as stored in `credit_ledger.kind`.
 pub mod kind {
@@ -104,9 +104,15 @@ pub struct IdemClaimRequest {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The ledger's reads and its one-statement cleanup, the same SQL on both backends.
+/// What both backends do to the ledger with the same SQL: accounts, reads, adjustments and
+/// the idempotency sweep.
 #[async_trait]
-pub trait LedgerReads: Send + Sync {
+pub trait LedgerCommon: Send + Sync {
+    /// Open a tenant's account with its initial balance, once: returns false when it existed.
+    async fn ensure_account(&self, tenant_id: &str, initial: i64) -> StoreResult<bool>;
+    /// A top-up (positive) or adjustment, with its reason; the new balance. `NotFound` when the
+    /// tenant has no account.
+    async fn adjust_credits(&self, a: &Adjustment<'_>) -> StoreResult<i64>;
     async fn balance(&self, tenant_id: &str) -> StoreResult<Option<i64>>;
     async fn ledger(&self, tenant_id: &str) -> StoreResult<Vec<LedgerEntry>>;
     async fn open_reservations(&self, tenant_id: &str) -> StoreResult<i64>;
@@ -114,31 +120,41 @@ pub trait LedgerReads: Send + Sync {
     async fn decided_since(&self, tenant_id: &str, since: DateTime<Utc>) -> StoreResult<i64>;
     /// Drop expired idempotency keys; how many.
     async fn idem_sweep(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    async fn idem_claim(&self, req: &IdemClaimRequest) -> StoreResult<IdemClaim>;
 }
 
 /// The ledger's writes: each backend keeps its own locking (`postgres/ledger.rs`,
 /// `sqlite/ledger.rs`).
 #[async_trait]
-pub trait LedgerStore: LedgerReads {
-    /// Open a tenant's account with its initial balance, once: returns false when it existed.
-    async fn ensure_account(&self, tenant_id: &str, initial: i64) -> StoreResult<bool>;
+pub trait LedgerStore: LedgerCommon {
     /// Reserve in order, in one transaction: each request sees the balance the earlier ones
     /// left. One answer per request.
     async fn reserve_batch(&self, reqs: &[ReserveRequest]) -> StoreResult<Vec<ReserveOutcome>>;
     /// Verification rows, attempts, settlements and idempotent answers, in one transaction.
     async fn commit_results(&self, writes: &[ResultWrite]) -> StoreResult<()>;
-    /// A top-up (positive) or adjustment, with its reason; the new balance. `NotFound` when the
-    /// tenant has no account.
-    async fn adjust_credits(
-        &self,
-        tenant_id: &str,
-        amount: i64,
-        kind: &str,
-        reason: &str,
-    ) -> StoreResult<i64>;
     /// Release reservations that expired before `now` (their instance died); how many.
     async fn expire_reservations(&self, now: DateTime<Utc>) -> StoreResult<u64>;
-    async fn idem_claim(&self, req: &IdemClaimRequest) -> StoreResult<IdemClaim>;
+}
+
+/// A top-up (positive amount) or an adjustment of a tenant's balance, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Adjustment<'a> {
+    pub tenant_id: &'a str,
+    pub amount: i64,
+    /// `topup` or `adjust`.
+    pub kind: &'a str,
+    pub reason: &'a str,
+}
+
+impl<'a> Adjustment<'a> {
+    pub fn new(tenant_id: &'a str, amount: i64, kind: &'a str, reason: &'a str) -> Self {
+        Self {
+            tenant_id,
+            amount,
+            kind,
+            reason,
+        }
+    }
 }
 
 /// One `credit_ledger` row to write.
@@ -175,7 +191,7 @@ pub(crate) fn insert_ledger(rows: &[LedgerRow<'_>], now: DateTime<Utc>) -> Vec<S
 }
 
 /// What a key that could not be claimed holds: its stored answer, or a request in flight.
-pub(crate) fn stored_claim(row: &impl Cols) -> StoreResult<IdemClaim> {
+fn stored_claim(row: &impl Cols) -> StoreResult<IdemClaim> {
     let request_hash: String = row.get("request_hash")?;
     let state: String = row.get("state")?;
     Ok(
@@ -194,8 +210,36 @@ pub(crate) fn stored_claim(row: &impl Cols) -> StoreResult<IdemClaim> {
     )
 }
 
+/// The ledger rows that settle one verification's reservation, and the balance delta they
+/// make: the release of what was reserved (unless the expiry sweeper already released it,
+/// `open` false) and the charge.
+pub(crate) fn settlement_rows(
+    verification_id: Uuid,
+    s: &Settlement,
+    open: bool,
+) -> (Vec<LedgerRow<'_>>, i64) {
+    let row = |kind, amount| LedgerRow {
+        tenant_id: &s.tenant_id,
+        reservation_id: Some(s.reservation_id),
+        kind,
+        amount,
+        verification_id: Some(verification_id),
+        reason: None,
+    };
+    let mut rows = Vec::new();
+    let mut delta = -s.charged;
+    if open {
+        delta += s.reserved;
+        rows.push(row(kind::RELEASE, s.reserved));
+    }
+    if s.charged != 0 {
+        rows.push(row(kind::CHARGE, -s.charged));
+    }
+    (rows, delta)
+}
+
 /// The kind a top-up or adjustment is booked as.
-pub(crate) fn adjustment_kind(kind: &str) -> &'static str {
+fn adjustment_kind(kind: &str) -> &'static str {
     if kind == kind::TOPUP {
         kind::TOPUP
     } else {
@@ -204,7 +248,57 @@ pub(crate) fn adjustment_kind(kind: &str) -> &'static str {
 }
 
 #[async_trait]
-impl<D: Db> LedgerReads for D {
+impl<D: Db> LedgerCommon for D {
+    async fn ensure_account(&self, tenant_id: &str, initial: i64) -> StoreResult<bool> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let s = Stmt::new(
+            "INSERT INTO tenants (id, balance, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(initial)
+        .bind(now);
+        let created = D::execute_in(&mut tx, s).await? == 1;
+        if created {
+            let row = LedgerRow {
+                tenant_id,
+                reservation_id: None,
+                kind: kind::INITIAL,
+                amount: initial,
+                verification_id: None,
+                reason: Some("credits.initial"),
+            };
+            D::run_all(&mut tx, insert_ledger(&[row], now)).await?;
+        }
+        D::commit(tx).await?;
+        Ok(created)
+    }
+
+    async fn adjust_credits(&self, a: &Adjustment<'_>) -> StoreResult<i64> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let s =
+            Stmt::new("UPDATE tenants SET balance = balance + $2 WHERE id = $1 RETURNING balance")
+                .bind(a.tenant_id)
+                .bind(a.amount);
+        let balance: i64 = match D::rows_in(&mut tx, s).await?.first() {
+            Some(row) => row.get("balance")?,
+            None => return Err(StoreError::NotFound),
+        };
+        let row = LedgerRow {
+            tenant_id: a.tenant_id,
+            reservation_id: None,
+            kind: adjustment_kind(a.kind),
+            amount: a.amount,
+            verification_id: None,
+            reason: Some(a.reason),
+        };
+        D::run_all(&mut tx, insert_ledger(&[row], now)).await?;
+        D::commit(tx).await?;
+        Ok(balance)
+    }
+
     async fn balance(&self, tenant_id: &str) -> StoreResult<Option<i64>> {
         let s = Stmt::new("SELECT balance FROM tenants WHERE id = $1").bind(tenant_id);
         self.optional(s)
@@ -253,6 +347,44 @@ impl<D: Db> LedgerReads for D {
         .bind(tenant_id)
         .bind(since);
         self.row(s).await?.get("n")
+    }
+
+    async fn idem_claim(&self, req: &IdemClaimRequest) -> StoreResult<IdemClaim> {
+        let now = Utc::now();
+        // A second pass covers a row that expired and was swept between the two statements.
+        for _ in 0..2 {
+            let claim = Stmt::new(
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, state, locked_until, \
+                 created_at, expires_at) VALUES ($1, $2, $3, 'running', $4, $5, $6) \
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, \
+                 state = 'running', locked_until = EXCLUDED.locked_until, \
+                 created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, \
+                 verification_id = NULL, http_status = NULL, response = NULL \
+                 WHERE idempotency_keys.expires_at < $5 \
+                 OR (idempotency_keys.state = 'running' AND idempotency_keys.locked_until < $5)",
+            )
+            .bind(&req.tenant_id)
+            .bind(&req.key)
+            .bind(&req.request_hash)
+            .bind(req.locked_until)
+            .bind(now)
+            .bind(req.expires_at);
+            if self.execute(claim).await? == 1 {
+                return Ok(IdemClaim::Claimed);
+            }
+            let held = Stmt::new(
+                "SELECT request_hash, state, http_status, response FROM idempotency_keys \
+                 WHERE tenant_id = $1 AND key = $2",
+            )
+            .bind(&req.tenant_id)
+            .bind(&req.key);
+            if let Some(row) = self.optional(held).await? {
+                return stored_claim(&row);
+            }
+        }
+        Err(StoreError::Other(
+            "idempotency key changed hands twice while claiming it".into(),
+        ))
     }
 
     async fn idem_sweep(&self, now: DateTime<Utc>) -> StoreResult<u64> {

@@ -123,16 +123,20 @@ pub(crate) trait Cols {
     }
 }
 
-/// Running statements on one backend's pool.
+/// Running statements on one backend's pool, or inside one of its transactions.
 #[async_trait]
 pub(crate) trait Db: Send + Sync {
     type Row: Cols + Send;
+    type Tx: Send;
 
     async fn rows(&self, s: Stmt) -> StoreResult<Vec<Self::Row>>;
     /// Rows affected.
     async fn execute(&self, s: Stmt) -> StoreResult<u64>;
-    /// The statements in order, in one transaction.
-    async fn execute_all(&self, s: Vec<Stmt>) -> StoreResult<()>;
+    /// A write transaction (on SQLite it holds the write lock from the start).
+    async fn begin(&self) -> StoreResult<Self::Tx>;
+    async fn commit(tx: Self::Tx) -> StoreResult<()>;
+    async fn rows_in(tx: &mut Self::Tx, s: Stmt) -> StoreResult<Vec<Self::Row>>;
+    async fn execute_in(tx: &mut Self::Tx, s: Stmt) -> StoreResult<u64>;
 
     async fn optional(&self, s: Stmt) -> StoreResult<Option<Self::Row>> {
         Ok(self.rows(s).await?.into_iter().next())
@@ -141,7 +145,25 @@ pub(crate) trait Db: Send + Sync {
     async fn row(&self, s: Stmt) -> StoreResult<Self::Row> {
         self.optional(s).await?.ok_or(StoreError::NotFound)
     }
+
+    /// The statements in order, inside `tx`.
+    async fn run_all(tx: &mut Self::Tx, stmts: Vec<Stmt>) -> StoreResult<()> {
+        for s in stmts {
+            Self::execute_in(tx, s).await?;
+        }
+        Ok(())
+    }
+
+    /// The statements in order, in a transaction of their own.
+    async fn execute_all(&self, stmts: Vec<Stmt>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        Self::run_all(&mut tx, stmts).await?;
+        Self::commit(tx).await
+    }
 }
+
+/// Nearest neighbours as `(id, cosine similarity)`, most similar first.
+pub(crate) type Hits = Vec<(Uuid, f32)>;
 
 /// What differs between the backends beyond the SQL dialect: migrations, write concurrency,
 /// and the vector index only Postgres may have.
@@ -158,16 +180,71 @@ pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
 
     /// Runs a nearest-neighbour `sql` (`$1` scope, `$2` query vector, `$3` k) on the vector
     /// index, as `(id, cosine similarity)`.
-    async fn nearest(
-        &self,
-        sql: &str,
-        scope: &str,
-        query: &[f32],
-        k: usize,
-    ) -> StoreResult<Vec<(Uuid, f32)>> {
+    async fn nearest(&self, sql: &str, scope: &str, query: &[f32], k: usize) -> StoreResult<Hits> {
         let _ = (sql, scope, query, k);
         Err(StoreError::Other(
             "this store has no vector index".to_owned(),
         ))
     }
 }
+
+/// `Db` for a store holding an sqlx `pool`, the same for both drivers. The invocation says how
+/// its write transactions begin and how the three types SQLite lacks bind there.
+macro_rules! sqlx_db {
+    (
+        $store:ty, $driver:ty, $row:ty, $args:ty,
+        begin: |$pool:ident| $begin:expr,
+        uuid: |$u:ident| $uuid:expr,
+        time: |$t:ident| $time:expr,
+        json: |$j:ident| $json:expr $(,)?
+    ) => {
+        fn query(sql: &str, params: Vec<Param>) -> sqlx::query::Query<'_, $driver, $args> {
+            params.into_iter().fold(sqlx::query(sql), |q, p| match p {
+                Param::Text(v) => q.bind(v),
+                Param::I64(v) => q.bind(v),
+                Param::I32(v) => q.bind(v),
+                Param::F64(v) => q.bind(v),
+                Param::Bool(v) => q.bind(v),
+                Param::Bytes(v) => q.bind(v),
+                Param::Uuid($u) => q.bind($uuid),
+                Param::Time($t) => q.bind($time),
+                Param::Json($j) => q.bind($json),
+            })
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::sql::Db for $store {
+            type Row = $row;
+            type Tx = sqlx::Transaction<'static, $driver>;
+
+            async fn rows(&self, s: Stmt) -> StoreResult<Vec<$row>> {
+                Ok(query(&s.sql, s.params).fetch_all(&self.pool).await?)
+            }
+
+            async fn execute(&self, s: Stmt) -> StoreResult<u64> {
+                let done = query(&s.sql, s.params).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn begin(&self) -> StoreResult<Self::Tx> {
+                let $pool = &self.pool;
+                Ok($begin.await?)
+            }
+
+            async fn commit(tx: Self::Tx) -> StoreResult<()> {
+                Ok(tx.commit().await?)
+            }
+
+            async fn rows_in(tx: &mut Self::Tx, s: Stmt) -> StoreResult<Vec<$row>> {
+                Ok(query(&s.sql, s.params).fetch_all(&mut **tx).await?)
+            }
+
+            async fn execute_in(tx: &mut Self::Tx, s: Stmt) -> StoreResult<u64> {
+                let done = query(&s.sql, s.params).execute(&mut **tx).await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+pub(crate) use sqlx_db;

@@ -4,10 +4,16 @@ fn livegate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_livegate"))
 }
 
-#[test]
-fn check_config_lists_every_problem_with_its_path() {
+/// A new, empty directory for one test's files.
+fn scratch_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lg-cli-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_path() {
+    let dir = scratch_dir();
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,
@@ -81,8 +87,7 @@ fn keys_new_prints_a_key_and_its_hash() {
 
 #[tokio::test]
 async fn credits_add_tops_up_once_per_call_with_its_reason() {
-    let dir = std::env::temp_dir().join(format!("lg-cli-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir();
     let config = dir.join("livegate.yaml");
     std::fs::write(
         &config,

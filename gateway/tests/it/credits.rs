@@ -8,7 +8,7 @@ use livegate::config::KeyHash;
 use livegate::store::DynStore;
 use serde_json::json;
 
-use crate::harness::{Backend, Harness, KAIROS_APP_ID, Sim, SimUrls, jpeg, small_jpeg};
+use crate::harness::{Backend, Harness, KAIROS_APP_ID, Sim, SimUrls, get_text, jpeg, small_jpeg};
 
 pub const METERED_KEY: &str = "lg_test_metered_key_314159";
 pub const FALLBACK_KEY: &str = "lg_test_metered_fallback_2718";
@@ -117,15 +117,7 @@ async fn concurrent_requests_never_overspend(h: Harness) {
         }
     }
     assert_eq!(by_status.get(&200), Some(&137), "{by_status:?}");
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get_text(&h.client, &format!("{}/metrics", h.base)).await;
     assert!(
         metrics.contains("livegate_credit_balance{tenant=\"metered\"} 0\n"),
         "{metrics}"
@@ -239,25 +231,19 @@ async fn admin_top_up_and_tenant_view(h: Harness) {
         .await;
         assert_eq!((r.status, r.body["code"].as_str()), (400, Some(code)));
     }
-    let r = Harness::reply(
+    let r = Harness::call(
         h.client
-            .post(format!("{}/admin/v1/tenants/nobody/credits", h.base))
+            .post(h.url("/admin/v1/tenants/nobody/credits"))
             .bearer_auth(ADMIN_KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("send"),
+            .json(&body),
     )
     .await;
     assert_eq!(r.status, 404);
-    let r = Harness::reply(
+    let r = Harness::call(
         h.client
-            .post(format!("{}/admin/v1/tenants/limited/credits", h.base))
+            .post(h.url("/admin/v1/tenants/limited/credits"))
             .bearer_auth(ADMIN_KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("send"),
+            .json(&body),
     )
     .await;
     assert_eq!(
@@ -300,15 +286,12 @@ async fn post_with_key(
             reqwest::multipart::Part::bytes(image).file_name("a.jpg"),
         )
         .text("threshold", threshold.to_owned());
-    Harness::reply(
+    Harness::call(
         h.client
-            .post(format!("{}/v1/liveness", h.base))
+            .post(h.url("/v1/liveness"))
             .bearer_auth(METERED_KEY)
             .header("Idempotency-Key", idem)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
+            .multipart(form),
     )
     .await
 }
@@ -433,15 +416,7 @@ async fn rate_limits_in_process(h: Harness) {
     );
     // The key's refusal did not spend the tenant's budget.
     assert_eq!(h.get(LIMITED_KEY, "/v1/tenant").await.status, 200);
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get_text(&h.client, &format!("{}/metrics", h.base)).await;
     assert!(
         metrics.contains("livegate_rate_limited_total{tenant=\"limited\"} 4\n"),
         "{metrics}"

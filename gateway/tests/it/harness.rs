@@ -34,6 +34,55 @@ pub enum Sim {
     Collections,
 }
 
+/// `router` (a simulator, a collector) on a loopback port; its base URL.
+pub async fn spawn_sim(router: axum::Router) -> String {
+    format!(
+        "http://{}",
+        livegate_simulators::spawn(router).await.expect("simulator")
+    )
+}
+
+/// Adds a rule (`{"respond": respond}`) to the simulator at `base`.
+pub async fn sim_rule_at(client: &reqwest::Client, base: &str, respond: Value) {
+    let resp = client
+        .post(format!("{base}/_sim/rules"))
+        .json(&json!({ "respond": respond }))
+        .send()
+        .await
+        .expect("rule");
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "rule rejected: {}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+/// Every request the simulator at `base` received, oldest first.
+pub async fn sim_requests_at(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let v: Value = client
+        .get(format!("{base}/_sim/requests"))
+        .send()
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("json");
+    v.as_array().expect("array").clone()
+}
+
+/// `GET url` as text (e.g. `/metrics`).
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
+
 pub fn postgres_url() -> String {
     std::env::var("LIVEGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -190,6 +239,16 @@ impl Harness {
         })
     }
 
+    /// `{base}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends the request and reads its reply.
+    pub async fn call(request: reqwest::RequestBuilder) -> Reply {
+        Self::reply(request.send().await.expect("send")).await
+    }
+
     pub async fn reply(resp: reqwest::Response) -> Reply {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -257,19 +316,7 @@ impl Harness {
     }
 
     pub async fn sim_rule_on(&self, sim: Sim, respond: Value) {
-        let resp = self
-            .client
-            .post(format!("{}/_sim/rules", self.sim_url(sim)))
-            .json(&json!({ "respond": respond }))
-            .send()
-            .await
-            .expect("rule");
-        assert_eq!(
-            resp.status().as_u16(),
-            201,
-            "rule rejected: {}",
-            resp.text().await.unwrap_or_default()
-        );
+        sim_rule_at(&self.client, self.sim_url(sim), respond).await
     }
 
     pub async fn sim_requests(&self) -> Vec<Value> {
@@ -277,16 +324,7 @@ impl Harness {
     }
 
     pub async fn sim_requests_on(&self, sim: Sim) -> Vec<Value> {
-        let v: Value = self
-            .client
-            .get(format!("{}/_sim/requests", self.sim_url(sim)))
-            .send()
-            .await
-            .expect("requests")
-            .json()
-            .await
-            .expect("json");
-        v.as_array().cloned().unwrap_or_default()
+        sim_requests_at(&self.client, self.sim_url(sim)).await
     }
 
     /// The stored row and attempts behind an answer's id.
@@ -349,7 +387,6 @@ impl Drop for Kill {
     }
 }
 
-/// A port nothing listens on right now (bound, read, released).
 /// `POST {base}/v1/liveness` with `image` as a multipart file named `name`, to any server.
 pub async fn post_selfie(
     client: &reqwest::Client,
@@ -371,6 +408,7 @@ pub async fn post_selfie(
         .expect("send")
 }
 
+/// A port nothing listens on right now (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")

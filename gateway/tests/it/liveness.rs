@@ -368,44 +368,35 @@ async fn bad_inputs_leave_rows(h: Harness) {
     }
     // No image at all, and a content type livegate does not take.
     let form = reqwest::multipart::Form::new().text("external_id", "x");
-    let r = Harness::reply(
+    let r = Harness::call(
         h.client
-            .post(format!("{}/v1/liveness", h.base))
+            .post(h.url("/v1/liveness"))
             .bearer_auth(ACME_KEY)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
+            .multipart(form),
     )
     .await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (400, Some("image_missing"))
     );
-    let r = Harness::reply(
+    let r = Harness::call(
         h.client
-            .post(format!("{}/v1/liveness", h.base))
+            .post(h.url("/v1/liveness"))
             .bearer_auth(ACME_KEY)
             .body("hello")
-            .header("content-type", "text/plain")
-            .send()
-            .await
-            .expect("send"),
+            .header("content-type", "text/plain"),
     )
     .await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (415, Some("unsupported_media_type"))
     );
-    let r = Harness::reply(
+    let r = Harness::call(
         h.client
-            .post(format!("{}/v1/liveness", h.base))
+            .post(h.url("/v1/liveness"))
             .bearer_auth(ACME_KEY)
             .body("{\"image_base64\": 12}")
-            .header("content-type", "application/json")
-            .send()
-            .await
-            .expect("send"),
+            .header("content-type", "application/json"),
     )
     .await;
     assert_eq!(

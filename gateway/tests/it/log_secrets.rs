@@ -6,7 +6,7 @@ use base64::Engine as _;
 use livegate::config::KeyHash;
 use serde_json::{Value, json};
 
-use crate::harness::{Harness, jpeg};
+use crate::harness::{Harness, jpeg, sim_rule_at as rule, spawn_sim as sim};
 use crate::served::Served;
 
 const TENANT_KEY: &str = "lgk-tenant-QX7Z-secret-0001";
@@ -26,23 +26,6 @@ fn marked_jpeg(seed: u8) -> Vec<u8> {
     let mut b = jpeg(seed);
     b.extend_from_slice(IMAGE_MARKER);
     b
-}
-
-async fn sim(router: axum::Router) -> String {
-    format!(
-        "http://{}",
-        livegate_simulators::spawn(router).await.expect("simulator")
-    )
-}
-
-async fn rule(client: &reqwest::Client, base: &str, respond: Value) {
-    let r = client
-        .post(format!("{base}/_sim/rules"))
-        .json(&json!({ "respond": respond }))
-        .send()
-        .await
-        .expect("rule");
-    assert_eq!(r.status().as_u16(), 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,46 +157,20 @@ tenants:
         .status,
         200
     );
-    assert_eq!(
-        send(
+    let config = format!("{base}/admin/v1/config");
+    for (request, status) in [
+        (
             client
                 .get(format!("{base}/v1/verifications"))
-                .header("x-api-key", TENANT_KEY)
-        )
-        .await
-        .status,
-        200
-    );
-    assert_eq!(
-        send(
-            client
-                .get(format!("{base}/admin/v1/config"))
-                .bearer_auth(ADMIN_KEY)
-        )
-        .await
-        .status,
-        200
-    );
-    assert_eq!(
-        send(
-            client
-                .get(format!("{base}/admin/v1/config"))
-                .bearer_auth(WRONG_ADMIN_KEY)
-        )
-        .await
-        .status,
-        401
-    );
-    assert_eq!(
-        send(
-            client
-                .get(format!("{base}/admin/v1/config"))
-                .bearer_auth(TENANT_KEY)
-        )
-        .await
-        .status,
-        403
-    );
+                .header("x-api-key", TENANT_KEY),
+            200,
+        ),
+        (client.get(&config).bearer_auth(ADMIN_KEY), 200),
+        (client.get(&config).bearer_auth(WRONG_ADMIN_KEY), 401),
+        (client.get(&config).bearer_auth(TENANT_KEY), 403),
+    ] {
+        assert_eq!(send(request).await.status, status);
+    }
     assert_eq!(
         send(client.get(format!("{base}/metrics"))).await.status,
         200

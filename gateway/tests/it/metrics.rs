@@ -234,14 +234,7 @@ async fn server_timing_on_every_answer(h: Harness) {
     assert!((overhead - total).abs() < 0.002, "{overhead} {total}");
 
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.yaml", "/nope"] {
-        let r = Harness::reply(
-            h.client
-                .get(format!("{}{path}", h.base))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let r = Harness::call(h.client.get(h.url(path))).await;
         let (provider, _, _) = timing(&r.headers);
         assert_eq!(provider, 0.0, "{path}");
     }

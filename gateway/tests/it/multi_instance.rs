@@ -12,7 +12,7 @@ use livegate::store::{DynStore, PgStore};
 use serde_json::json;
 
 use crate::credits::assert_ledger;
-use crate::harness::{DIDIT_SECRET, Kill, free_port, postgres_url, small_jpeg};
+use crate::harness::{DIDIT_SECRET, Kill, free_port, get_text, postgres_url, small_jpeg};
 
 const METERED: &str = "lg_multi_metered_key_0001";
 const LIMITED: &str = "lg_multi_limited_key_0002";
@@ -323,15 +323,7 @@ async fn three_instances_share_one_rate_limit_and_survive_losing_redis() {
             .to_owned();
         assert!(mode.starts_with("fallback"), "{r}");
         assert!(mode.contains("1/3"), "{r}");
-        let metrics = c
-            .client
-            .get(format!("{}/metrics", c.base(i)))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = get_text(&c.client, &format!("{}/metrics", c.base(i))).await;
         assert!(metrics.contains("livegate_redis_fallback 1\n"), "{metrics}");
     }
     c.redis.child.0.kill().ok();

@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::duplicates::{DUP_KEY, yaml};
+use crate::duplicates::{DUP_KEY, approved_astronaut, yaml};
 use crate::engine_server::{KEY, Srv, sample};
 use crate::face_matching::photo;
 use crate::harness::{Backend, Harness, postgres_url};
@@ -254,12 +254,7 @@ async fn duplicates_past_the_limit_are_found_in_postgres() {
         return;
     };
     assert!(h.store.has_vector_index());
-    h.sim_rule(json!({"score": 0.97})).await;
-    let first = h
-        .liveness(DUP_KEY, "image", photo("astronaut.jpg"), &[])
-        .await;
-    assert_eq!(first.body["decision"], "approved", "{}", first.body);
-    let first_id = first.body["id"].as_str().expect("id").to_owned();
+    let first_id = approved_astronaut(&h).await;
     let other = h.liveness(DUP_KEY, "image", sample("real.jpg"), &[]).await;
     assert_eq!(other.body["decision"], "approved", "{}", other.body);
 

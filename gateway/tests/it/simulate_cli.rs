@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{COLL_SECRET, Kill, free_port, jpeg};
+use crate::harness::{COLL_SECRET, Kill, free_port, jpeg, sim_requests_at};
 
 fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Kill {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_livegate"));
@@ -152,15 +152,7 @@ async fn every_example_tenant_works_against_livegate_simulate() {
         );
 
         // The tenant's own simulator got the selfie, in its vendor's image field.
-        let requests: Value = client
-            .get(format!("http://127.0.0.1:{port}/_sim/requests"))
-            .send()
-            .await
-            .expect("requests")
-            .json()
-            .await
-            .expect("json");
-        let requests = requests.as_array().expect("array");
+        let requests = sim_requests_at(&client, &format!("http://127.0.0.1:{port}")).await;
         assert_eq!(requests.len(), 1, "{tenant}: {requests:?}");
         assert!(
             requests[0]["files"].get(field).is_some(),

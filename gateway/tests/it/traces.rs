@@ -14,9 +14,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Harness, jpeg};
+use crate::harness::{Harness, jpeg, sim_requests_at, sim_rule_at as rule, spawn_sim as sim};
 use crate::served::Served;
 
 const KEY: &str = "lg_test_traces_fallback_key_31";
@@ -76,34 +76,9 @@ fn attr(s: &Span, key: &str) -> String {
         .unwrap_or_else(|| panic!("span {} has no attribute {key}: {:?}", s.name, s.attributes))
 }
 
-async fn sim(router: axum::Router) -> String {
-    format!(
-        "http://{}",
-        livegate_simulators::spawn(router).await.expect("simulator")
-    )
-}
-
-async fn rule(client: &reqwest::Client, base: &str, respond: Value) {
-    let r = client
-        .post(format!("{base}/_sim/rules"))
-        .json(&json!({ "respond": respond }))
-        .send()
-        .await
-        .expect("rule");
-    assert_eq!(r.status().as_u16(), 201);
-}
-
 async fn traceparent_seen_by(client: &reqwest::Client, base: &str) -> Vec<String> {
-    let v: Value = client
-        .get(format!("{base}/_sim/requests"))
-        .send()
+    sim_requests_at(client, base)
         .await
-        .expect("requests")
-        .json()
-        .await
-        .expect("json");
-    v.as_array()
-        .expect("array")
         .iter()
         .map(|r| {
             r["headers"]["traceparent"]

@@ -115,7 +115,7 @@ pub async fn change_credits(
     tenant_id: &str,
     change: &CreditChange,
 ) -> Result<(&'static str, i64), ApiError> {
-    use crate::store::ledger::kind;
+    use crate::store::ledger::{Adjustment, kind};
     let tenant = config
         .tenants
         .get(tenant_id)
@@ -146,7 +146,7 @@ pub async fn change_credits(
         kind::ADJUST
     };
     let balance = store
-        .adjust_credits(tenant_id, change.amount, kind, reason)
+        .adjust_credits(&Adjustment::new(tenant_id, change.amount, kind, reason))
         .await?;
     tracing::info!(
         tenant = tenant_id,

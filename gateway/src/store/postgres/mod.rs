@@ -10,12 +10,11 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::store::sql::{Backend, Cols, Db, Param, Plain, Stmt};
+use crate::store::sql::{Backend, Cols, Hits, Param, Plain, Stmt, sqlx_db};
 use crate::store::{StoreError, StoreResult};
 use pgvector::Pgvector;
 
@@ -29,10 +28,6 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let opts: PgConnectOptions = url.parse()?;
         Self::with_options(opts).await
@@ -72,28 +67,6 @@ impl PgStore {
     }
 }
 
-fn query(sql: &str, params: Vec<Param>) -> Query<'_, Postgres, PgArguments> {
-    params.into_iter().fold(sqlx::query(sql), |q, p| match p {
-        Param::Text(v) => q.bind(v),
-        Param::I64(v) => q.bind(v),
-        Param::I32(v) => q.bind(v),
-        Param::F64(v) => q.bind(v),
-        Param::Bool(v) => q.bind(v),
-        Param::Bytes(v) => q.bind(v),
-        Param::Uuid(v) => q.bind(v),
-        Param::Time(v) => q.bind(v),
-        Param::Json(v) => q.bind(v.map(Json)),
-    })
-}
-
-/// Runs `s` inside `tx`; rows affected.
-pub(super) async fn execute_in(tx: &mut Transaction<'_, Postgres>, s: Stmt) -> StoreResult<u64> {
-    Ok(query(&s.sql, s.params)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
-}
-
 impl Cols for PgRow {
     fn get<T: Plain>(&self, col: &str) -> StoreResult<T> {
         Ok(self.try_get(col)?)
@@ -114,30 +87,13 @@ impl Cols for PgRow {
     }
 }
 
-#[async_trait]
-impl Db for PgStore {
-    type Row = PgRow;
-
-    async fn rows(&self, s: Stmt) -> StoreResult<Vec<PgRow>> {
-        Ok(query(&s.sql, s.params).fetch_all(&self.pool).await?)
-    }
-
-    async fn execute(&self, s: Stmt) -> StoreResult<u64> {
-        Ok(query(&s.sql, s.params)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    async fn execute_all(&self, stmts: Vec<Stmt>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for s in stmts {
-            execute_in(&mut tx, s).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-}
+sqlx_db!(
+    PgStore, Postgres, PgRow, PgArguments,
+    begin: |pool| pool.begin(),
+    uuid: |v| v,
+    time: |v| v,
+    json: |v| v.map(Json),
+);
 
 #[async_trait]
 impl Backend for PgStore {
@@ -158,13 +114,7 @@ impl Backend for PgStore {
         self.pgvector.get().and_then(Option::as_ref)
     }
 
-    async fn nearest(
-        &self,
-        sql: &str,
-        scope: &str,
-        query: &[f32],
-        k: usize,
-    ) -> StoreResult<Vec<(Uuid, f32)>> {
+    async fn nearest(&self, sql: &str, scope: &str, query: &[f32], k: usize) -> StoreResult<Hits> {
         match self.pgvector() {
             Some(pgv) => pgvector::nearest(&self.pool, pgv, sql, scope, query, k).await,
             None => Err(StoreError::Other("pgvector is not enabled".to_owned())),

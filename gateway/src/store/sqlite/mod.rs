@@ -8,15 +8,14 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::query::Query;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use crate::store::sql::{Backend, Cols, Db, Param, Plain, Stmt};
+use crate::store::sql::{Backend, Cols, Param, Plain, Stmt, sqlx_db};
 use crate::store::{StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -50,10 +49,6 @@ impl SqliteStore {
             .await?;
         Ok(Self { pool })
     }
-
-    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with(BEGIN).await?)
-    }
 }
 
 /// Fixed width (microseconds, `Z`), so text order is time order.
@@ -65,33 +60,6 @@ fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Other(format!("bad timestamp {s:?}: {e}")))
-}
-
-fn query(sql: &str, params: Vec<Param>) -> Query<'_, Sqlite, SqliteArguments<'_>> {
-    params.into_iter().fold(sqlx::query(sql), |q, p| match p {
-        Param::Text(v) => q.bind(v),
-        Param::I64(v) => q.bind(v),
-        Param::I32(v) => q.bind(v),
-        Param::F64(v) => q.bind(v),
-        Param::Bool(v) => q.bind(v),
-        Param::Bytes(v) => q.bind(v),
-        Param::Uuid(v) => q.bind(v.map(|u| u.to_string())),
-        Param::Time(v) => q.bind(v.as_ref().map(ts)),
-        Param::Json(v) => q.bind(v.map(|j| j.to_string())),
-    })
-}
-
-/// Runs `s` inside `tx`; rows affected.
-async fn execute_in(tx: &mut Transaction<'_, Sqlite>, s: Stmt) -> StoreResult<u64> {
-    Ok(query(&s.sql, s.params)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
-}
-
-/// The rows of `s`, inside `tx`.
-async fn rows_in(tx: &mut Transaction<'_, Sqlite>, s: Stmt) -> StoreResult<Vec<SqliteRow>> {
-    Ok(query(&s.sql, s.params).fetch_all(&mut **tx).await?)
 }
 
 impl Cols for SqliteRow {
@@ -122,30 +90,13 @@ impl Cols for SqliteRow {
     }
 }
 
-#[async_trait]
-impl Db for SqliteStore {
-    type Row = SqliteRow;
-
-    async fn rows(&self, s: Stmt) -> StoreResult<Vec<SqliteRow>> {
-        Ok(query(&s.sql, s.params).fetch_all(&self.pool).await?)
-    }
-
-    async fn execute(&self, s: Stmt) -> StoreResult<u64> {
-        Ok(query(&s.sql, s.params)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    async fn execute_all(&self, stmts: Vec<Stmt>) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        for s in stmts {
-            execute_in(&mut tx, s).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-}
+sqlx_db!(
+    SqliteStore, Sqlite, SqliteRow, SqliteArguments<'_>,
+    begin: |pool| pool.begin_with(BEGIN),
+    uuid: |v| v.map(|u| u.to_string()),
+    time: |v| v.as_ref().map(ts),
+    json: |v| v.map(|j| j.to_string()),
+);
 
 #[async_trait]
 impl Backend for SqliteStore {
