@@ -296,7 +296,13 @@ async fn attempt(
     let at = Utc::now();
     let span = telemetry::attempt_span(g.provider.name(), g.provider.kind(), retry, shadow);
     let traceparent = telemetry::outbound_traceparent(&span, traceparent);
-    let result = call_adapted(g, image, threshold, request_id, traceparent, deadline)
+    let request = |sent| CheckRequest {
+        image: sent,
+        threshold,
+        request_id: request_id.to_owned(),
+        traceparent,
+    };
+    let result = call_adapted(g, image, deadline, request)
         .instrument(span.clone())
         .await;
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -311,19 +317,12 @@ async fn attempt(
 async fn call_adapted(
     g: &Arc<Guarded>,
     image: &ImageInput,
-    threshold: f64,
-    request_id: &str,
-    traceparent: Option<String>,
     deadline: Instant,
+    request: impl FnOnce(ImageInput) -> CheckRequest,
 ) -> Result<ProviderAnswer, ProviderError> {
     let sent = adapted(g, image).await?;
     let (sent_w, sent_h) = (sent.width, sent.height);
-    let req = CheckRequest {
-        image: sent,
-        threshold,
-        request_id: request_id.to_owned(),
-        traceparent,
-    };
+    let req = request(sent);
     let call_started = Instant::now();
     let called = g.call(&req, deadline).await;
     server_timing::add_provider_time(call_started.elapsed());

@@ -167,6 +167,20 @@ pub(crate) struct LedgerRow<'a> {
     pub reason: Option<&'a str>,
 }
 
+impl<'a> LedgerRow<'a> {
+    /// The entry of a reservation: its amount taken from the balance.
+    pub fn reserve(r: &'a ReserveRequest) -> Self {
+        Self {
+            tenant_id: &r.tenant_id,
+            reservation_id: Some(r.id),
+            kind: kind::RESERVE,
+            amount: -r.amount,
+            verification_id: None,
+            reason: None,
+        }
+    }
+}
+
 /// The multi-row INSERTs of `rows`, all dated `now`.
 pub(crate) fn insert_ledger(rows: &[LedgerRow<'_>], now: DateTime<Utc>) -> Vec<Stmt> {
     rows.chunks(CHUNK)

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::sql::{Backend, Cols, Stmt};
+use super::ledger::ResultWrite;
+use super::sql::{Backend, Cols, Db, Stmt};
 use super::{AttemptRecord, ListFilter, Store, StoreResult, VerificationRecord, clamp_limit};
 
 pub(crate) const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
@@ -106,6 +107,24 @@ pub(crate) fn insert_statements<'a>(
         out.push(chunk.iter().fold(Stmt::new(sql), |s, a| bind_attempt(s, a)));
     }
     out
+}
+
+/// A write transaction holding the results' verification rows and attempts, the first part
+/// of every backend's `commit_results`; `None` for no results.
+pub(crate) async fn begin_results<D: Db>(
+    db: &D,
+    writes: &[ResultWrite],
+) -> StoreResult<Option<D::Tx>> {
+    if writes.is_empty() {
+        return Ok(None);
+    }
+    let mut tx = db.begin().await?;
+    let rows = insert_statements(
+        writes.iter().map(|w| &w.verification),
+        writes.iter().flat_map(|w| &w.attempts),
+    );
+    D::run_all(&mut tx, rows).await?;
+    Ok(Some(tx))
 }
 
 pub(crate) fn verification(row: &impl Cols) -> StoreResult<VerificationRecord> {

@@ -13,7 +13,7 @@ use crate::store::ledger::{
     self, LedgerRow, LedgerStore, ReserveOutcome, ReserveRequest, ResultWrite, Settlement, kind,
 };
 use crate::store::sql::Db;
-use crate::store::verifications::{CHUNK, insert_statements};
+use crate::store::verifications::{CHUNK, begin_results};
 use crate::store::{StoreError, StoreResult};
 
 type Tx = <PgStore as Db>::Tx;
@@ -190,17 +190,7 @@ async fn write_reservations(
         });
         qb.build().execute(&mut **tx).await?;
     }
-    let ledger: Vec<LedgerRow<'_>> = taken
-        .iter()
-        .map(|r| LedgerRow {
-            tenant_id: &r.tenant_id,
-            reservation_id: Some(r.id),
-            kind: kind::RESERVE,
-            amount: -r.amount,
-            verification_id: None,
-            reason: None,
-        })
-        .collect();
+    let ledger: Vec<LedgerRow<'_>> = taken.iter().map(|r| LedgerRow::reserve(r)).collect();
     PgStore::run_all(tx, ledger::insert_ledger(&ledger, now)).await
 }
 
@@ -287,16 +277,10 @@ impl LedgerStore for PgStore {
     }
 
     async fn commit_results(&self, writes: &[ResultWrite]) -> StoreResult<()> {
-        if writes.is_empty() {
+        let Some(mut tx) = begin_results(self, writes).await? else {
             return Ok(());
-        }
+        };
         let now = Utc::now();
-        let mut tx = self.begin().await?;
-        let rows = insert_statements(
-            writes.iter().map(|w| &w.verification),
-            writes.iter().flat_map(|w| &w.attempts),
-        );
-        Self::run_all(&mut tx, rows).await?;
 
         let deltas = settle(&mut tx, writes, now).await?;
         store_answers(&mut tx, writes).await?;

@@ -12,7 +12,7 @@ use crate::store::ledger::{
     self, LedgerRow, LedgerStore, ReserveOutcome, ReserveRequest, ResultWrite, kind,
 };
 use crate::store::sql::{Cols, Db, Stmt};
-use crate::store::verifications::insert_statements;
+use crate::store::verifications::begin_results;
 
 type Tx = <SqliteStore as Db>::Tx;
 
@@ -99,14 +99,7 @@ impl LedgerStore for SqliteStore {
             .bind(r.expires_at)
             .bind(now);
             SqliteStore::execute_in(&mut tx, s).await?;
-            let row = LedgerRow {
-                tenant_id: &r.tenant_id,
-                reservation_id: Some(r.id),
-                kind: kind::RESERVE,
-                amount: -r.amount,
-                verification_id: None,
-                reason: None,
-            };
+            let row = LedgerRow::reserve(r);
             SqliteStore::run_all(&mut tx, ledger::insert_ledger(&[row], now)).await?;
             add_balance(&mut tx, &r.tenant_id, -r.amount).await?;
         }
@@ -115,16 +108,10 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn commit_results(&self, writes: &[ResultWrite]) -> StoreResult<()> {
-        if writes.is_empty() {
+        let Some(mut tx) = begin_results(self, writes).await? else {
             return Ok(());
-        }
+        };
         let now = Utc::now();
-        let mut tx = self.begin().await?;
-        let rows = insert_statements(
-            writes.iter().map(|w| &w.verification),
-            writes.iter().flat_map(|w| &w.attempts),
-        );
-        Self::run_all(&mut tx, rows).await?;
         for w in writes {
             settle(&mut tx, w, now).await?;
             answer(&mut tx, w).await?;
