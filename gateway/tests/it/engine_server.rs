@@ -435,15 +435,14 @@ async fn image_validation(backend: Backend) {
         .form(Some(KEY), "/api/v1/collections/selfies/faces", None, &[])
         .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let resp = s
-        .client
-        .post(format!("{}/api/v1/collections/selfies/liveness", s.base))
-        .header("X-API-Key", KEY)
-        .json(&json!({"image": "x"}))
-        .send()
-        .await
-        .expect("send");
-    assert_error(&Harness::reply(resp).await, 400, "VALIDATION_ERROR");
+    let resp = Harness::call(
+        s.client
+            .post(format!("{}/api/v1/collections/selfies/liveness", s.base))
+            .header("X-API-Key", KEY)
+            .json(&json!({"image": "x"})),
+    )
+    .await;
+    assert_error(&resp, 400, "VALIDATION_ERROR");
 }
 
 async fn api_keys(backend: Backend) {
@@ -523,15 +522,14 @@ async fn api_keys(backend: Backend) {
         )
         .await;
     assert_error(&r, 401, "INVALID_API_KEY");
-    let resp = s
-        .client
-        .post(format!("{}/api/v1/collections/selfies/faces", s.base))
-        .header("X-API-Key", OTHER_KEY)
-        .body(big)
-        .send()
-        .await
-        .expect("send");
-    assert_error(&Harness::reply(resp).await, 401, "INVALID_API_KEY");
+    let resp = Harness::call(
+        s.client
+            .post(format!("{}/api/v1/collections/selfies/faces", s.base))
+            .header("X-API-Key", OTHER_KEY)
+            .body(big),
+    )
+    .await;
+    assert_error(&resp, 401, "INVALID_API_KEY");
     // With an image too: still 401, and nothing enrolled.
     let r = s
         .enroll(UNKNOWN_KEY, "selfies", sample("real.jpg"), &[])

@@ -331,15 +331,14 @@ async fn batch_enrollment_is_partial(backend: Backend) {
             reqwest::multipart::Part::bytes(sample("real.jpg")).file_name("a.jpg"),
         )
         .text("external_ids", r#"["a", "b"]"#);
-    let resp = s
-        .client
-        .post(format!("{}/api/v1/collections/selfies/faces/batch", s.base))
-        .header("X-API-Key", KEY)
-        .multipart(form)
-        .send()
-        .await
-        .expect("send");
-    assert_error(&Harness::reply(resp).await, 400, "VALIDATION_ERROR");
+    let resp = Harness::call(
+        s.client
+            .post(format!("{}/api/v1/collections/selfies/faces/batch", s.base))
+            .header("X-API-Key", KEY)
+            .multipart(form),
+    )
+    .await;
+    assert_error(&resp, 400, "VALIDATION_ERROR");
 }
 
 fn input(bytes: Vec<u8>) -> ImageInput {
