@@ -60,8 +60,9 @@ pub struct Breaker {
     state: Mutex<State>,
 }
 
-/// Permission to call; reports a failure if dropped without a verdict (e.g. the request's
-/// deadline cut the call short), so a half-open probe can never wedge the breaker.
+/// Permission to call. Dropped without a verdict (the call was cancelled) it is neutral: it
+/// frees a half-open probe, so the probe can never wedge the breaker, and says nothing about
+/// the provider, so cancelling callers cannot open its circuit for everyone.
 pub struct Ticket<'a> {
     breaker: &'a Breaker,
     done: bool,
@@ -88,7 +89,7 @@ impl Ticket<'_> {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.breaker.record(false);
+            self.breaker.release_probe();
         }
     }
 }
@@ -244,16 +245,21 @@ impl Guarded {
             }
         };
         let budget = self.timeout.min(remaining());
-        let result = match tokio::time::timeout(budget, self.provider.check(req)).await {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::new(
-                ErrorKind::Timeout,
-                format!("no answer within {} ms", budget.as_millis()),
-            )),
+        let (result, cut_short) = match tokio::time::timeout(budget, self.provider.check(req)).await
+        {
+            Ok(r) => (r, false),
+            Err(_) => (
+                Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {} ms", budget.as_millis()),
+                )),
+                // The request's deadline, not the provider's timeout, ended the wait.
+                budget < self.timeout,
+            ),
         };
         match &result {
             Ok(_) => ticket.success(),
-            Err(e) if e.kind.counts_against_provider() => ticket.failure(),
+            Err(e) if e.kind.counts_against_provider() && !cut_short => ticket.failure(),
             Err(_) => ticket.neutral(),
         }
         result
@@ -282,10 +288,79 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
     }
 
+    /// A provider that never answers in time.
+    #[derive(Debug)]
+    struct Silent(livegate_providers::Profile);
+
+    #[async_trait::async_trait]
+    impl Provider for Silent {
+        fn profile(&self) -> &livegate_providers::Profile {
+            &self.0
+        }
+
+        async fn check(&self, _: &CheckRequest) -> Result<ProviderAnswer, ProviderError> {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Err(ProviderError::new(ErrorKind::Unavailable, "unreachable"))
+        }
+    }
+
+    fn request() -> CheckRequest {
+        let decoded = image::DynamicImage::new_rgb8(1, 1);
+        CheckRequest {
+            image: livegate_providers::ImageInput {
+                bytes: bytes::Bytes::from_static(b"x"),
+                format: livegate_providers::ImageFormat::Jpeg,
+                width: 1,
+                height: 1,
+                sha256: String::new(),
+                decoded: Arc::new(decoded),
+            },
+            threshold: 0.5,
+            request_id: "r".into(),
+            traceparent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_providers_own_timeout_counts_against_it() {
+        let silent = Silent(livegate_providers::Profile {
+            name: "silent".into(),
+            kind: "didit",
+            capabilities: livegate_providers::Capabilities {
+                formats: vec![livegate_providers::ImageFormat::Jpeg],
+                min_side: 1,
+                max_side: 10,
+                max_bytes: 10,
+            },
+        });
+        let resilience = Resilience {
+            breaker_failures: 1,
+            ..Resilience::default()
+        };
+        let g = Guarded::new(Arc::new(silent), Duration::from_millis(300), &resilience);
+        // The request's deadline ends the wait first: ours, not the provider's failure.
+        let soon = Instant::now() + Duration::from_millis(30);
+        let e = g.call(&request(), soon).await.expect_err("cut short");
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert_eq!(g.breaker.state(), BreakerState::Closed);
+        // The provider's own timeout is its failure.
+        let later = Instant::now() + Duration::from_secs(10);
+        let e = g.call(&request(), later).await.expect_err("timed out");
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert_eq!(g.breaker.state(), BreakerState::Open);
+    }
+
     #[test]
-    fn a_dropped_ticket_counts_as_a_failure() {
-        let b = Breaker::new("p", 1, Duration::from_secs(60));
+    fn a_dropped_ticket_is_neutral_and_frees_the_probe() {
+        let b = Breaker::new("p", 1, Duration::from_millis(30));
         drop(b.admit().expect("closed"));
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.admit().expect("closed").failure();
         assert_eq!(b.state(), BreakerState::Open);
+        std::thread::sleep(Duration::from_millis(40));
+        drop(b.admit().expect("half-open probe"));
+        // The cancelled probe leaves the circuit as it was and lets the next one through.
+        b.admit().expect("another probe").success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 }

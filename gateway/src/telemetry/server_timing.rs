@@ -38,6 +38,17 @@ pub async fn with_provider_time<F: Future>(fut: F) -> (F::Output, Duration) {
     (out, Duration::from_nanos(provider.load(Ordering::Relaxed)))
 }
 
+/// `fut`, counting into the current request's account wherever it runs (a spawned task).
+pub fn carried<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let account = PROVIDER_NANOS.try_with(Arc::clone).ok();
+    async move {
+        match account {
+            Some(a) => PROVIDER_NANOS.scope(a, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

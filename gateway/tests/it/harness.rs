@@ -292,6 +292,26 @@ impl Harness {
         Self::reply(resp).await
     }
 
+    /// Multipart `POST /v1/liveness` of `image` with an `Idempotency-Key`.
+    pub async fn liveness_with_key(
+        &self,
+        key: &str,
+        idempotency_key: &str,
+        image: Vec<u8>,
+    ) -> Reply {
+        let form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(image).file_name("selfie.jpg"),
+        );
+        let request = self
+            .client
+            .post(self.url("/v1/liveness"))
+            .bearer_auth(key)
+            .header("idempotency-key", idempotency_key)
+            .multipart(form);
+        Self::call(request).await
+    }
+
     pub async fn get(&self, key: &str, path: &str) -> Reply {
         let resp = self
             .client

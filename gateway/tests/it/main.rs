@@ -8,6 +8,7 @@ mod duplicates;
 mod engine_server;
 mod equivalence;
 mod face_matching;
+mod faults;
 pub mod harness;
 mod layout;
 mod liveness;

@@ -3,12 +3,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use crate::check::verdict::Verification;
 use crate::check::{self, Answer};
 use crate::error::{ApiError, Problem};
 use crate::http::auth::Caller;
 use crate::http::state::AppState;
+use crate::telemetry::server_timing;
 
 /// Multipart form of `POST /v1/liveness` (documentation only; the body is streamed).
 #[derive(utoipa::ToSchema)]
@@ -66,19 +68,27 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    Ok(
-        match check::verify(&state.services(), caller.request(&headers)?, body).await? {
-            Answer::Fresh(v) => Json(*v).into_response(),
-            Answer::Replay { status, body } => {
-                let mut resp = (status, body).into_response();
-                let h = resp.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                h.insert("idempotent-replayed", HeaderValue::from_static("true"));
-                resp
-            }
-        },
-    )
+    // The verification runs in a task of its own: a client that hangs up does not cancel it,
+    // so its row, its credits, its idempotency key and its vendor attempts end exactly as if
+    // it had waited (the route's deadline bounds the work).
+    let services = state.services();
+    let run = async move {
+        let req = caller.request(&headers)?;
+        check::verify(&services, req, body).await
+    };
+    let detached = server_timing::carried(run).instrument(tracing::Span::current());
+    let answer = tokio::spawn(detached).await.map_err(ApiError::internal)??;
+    Ok(match answer {
+        Answer::Fresh(v) => Json(*v).into_response(),
+        Answer::Replay { status, body } => {
+            let mut resp = (status, body).into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            resp
+        }
+    })
 }
