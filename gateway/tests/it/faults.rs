@@ -58,7 +58,7 @@ async fn send_and_hang_up(addr: String, key: &str, idempotency_key: Option<&str>
     conn.write_all(body.as_bytes()).await.expect("body");
     tokio::time::sleep(Duration::from_millis(150)).await;
     // A reset, as a client that is killed or times out sends.
-    conn.set_linger(Some(Duration::ZERO)).expect("linger");
+    conn.set_zero_linger().expect("linger");
     drop(conn);
 }
 
