@@ -29,6 +29,7 @@ fn record(tenant: &str) -> (VerificationRecord, Vec<AttemptRecord>) {
         provider: Some("didit".into()),
         provider_request_id: Some(Uuid::new_v4().to_string()),
         decision: Some("approved".into()),
+        provider_decision: None,
         is_live: true,
         score: Some(0.97),
         threshold: 0.5,

@@ -17,6 +17,7 @@ fn record(tenant: &str, decision: Option<&str>, at: chrono::DateTime<Utc>) -> Ve
         provider: Some("didit".into()),
         provider_request_id: Some("up-1".into()),
         decision: decision.map(str::to_owned),
+        provider_decision: decision.map(str::to_owned),
         is_live: decision == Some("approved"),
         score: Some(0.91),
         threshold: 0.8,

@@ -118,7 +118,31 @@ pub fn decide(tenant: &Tenant, threshold: f64, answer: &ProviderAnswer) -> Judge
             Some(WarningAction::Ignore) | None => {}
         }
     }
+    if fails_closed(tenant, threshold, answer) {
+        decision = Decision::Declined;
+    }
     Judgement { decision, warnings }
+}
+
+/// A vendor's own Declined stands unless livegate knows it for a reason the tenant has
+/// explicitly allowed. A score below the threshold explains it (the threshold and review band
+/// above decide then); otherwise every warning the vendor gave needs a tenant action that lets
+/// it pass (`ignore` or `review`). No reason at all, or one the tenant did not override,
+/// keeps the decline.
+fn fails_closed(tenant: &Tenant, threshold: f64, answer: &ProviderAnswer) -> bool {
+    if answer.upstream_decision != Some(UpstreamDecision::Declined) {
+        return false;
+    }
+    if answer.score.is_some_and(|s| s < threshold) {
+        return false;
+    }
+    let allowed = |w: &Warning| {
+        matches!(
+            tenant.warning_actions.get(w.code.as_str()),
+            Some(WarningAction::Ignore | WarningAction::Review)
+        )
+    };
+    answer.warnings.is_empty() || !answer.warnings.iter().all(allowed)
 }
 
 #[cfg(test)]
@@ -170,6 +194,39 @@ mod tests {
             provider_request_id: None,
             raw: RawExchange::default(),
         }
+    }
+
+    #[test]
+    fn a_vendor_decline_stands_unless_its_reasons_are_allowed() {
+        let mut declined = answer(Some(0.95), &[]);
+        declined.upstream_decision = Some(UpstreamDecision::Declined);
+        // No reason given: declined, whatever the score.
+        assert_eq!(
+            decide(&tenant(None), 0.8, &declined).decision,
+            Decision::Declined
+        );
+        // A reason the tenant has no action for: declined.
+        declined.warnings = vec![Warning::new(WarningCode::from("SOMETHING_NEW".to_owned()))];
+        assert_eq!(
+            decide(&tenant(None), 0.8, &declined).decision,
+            Decision::Declined
+        );
+        // Its only reason explicitly ignored: the tenant's policy decides.
+        let mut lenient = tenant(None);
+        lenient
+            .warning_actions
+            .insert("SOMETHING_NEW".to_owned(), WarningAction::Ignore);
+        assert_eq!(
+            decide(&lenient, 0.8, &declined).decision,
+            Decision::Approved
+        );
+        // Explained by a score below the threshold: the review band still applies.
+        let mut low = answer(Some(0.75), &[]);
+        low.upstream_decision = Some(UpstreamDecision::Declined);
+        assert_eq!(
+            decide(&tenant(Some(0.1)), 0.8, &low).decision,
+            Decision::Review
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ impl Draft {
                 provider: None,
                 provider_request_id: None,
                 decision: None,
+                provider_decision: None,
                 is_live: false,
                 score: None,
                 threshold: tenant.threshold,
@@ -281,6 +282,14 @@ pub fn apply_verdict(
     rec.faces_detected = i32::try_from(answer.faces_detected).ok();
     rec.warnings = serde_json::to_value(&judgement.warnings).map_err(ApiError::internal)?;
     rec.decision = Some(judgement.decision.as_str().to_owned());
+    rec.provider_decision = answer.upstream_decision.map(|d| {
+        match d {
+            livegate_providers::UpstreamDecision::Approved => "approved",
+            livegate_providers::UpstreamDecision::Declined => "declined",
+            livegate_providers::UpstreamDecision::Review => "review",
+        }
+        .to_owned()
+    });
     rec.is_live = judgement.decision == crate::check::decide::Decision::Approved;
     rec.http_status = i32::from(StatusCode::OK.as_u16());
     Ok(())

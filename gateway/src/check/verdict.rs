@@ -26,6 +26,10 @@ pub struct Verification {
     pub id: Uuid,
     /// livegate's decision under the tenant's policy; `null` when no verdict was reached.
     pub decision: Option<Decision>,
+    /// What the deciding provider itself said, when it says anything. A provider's `declined`
+    /// stands unless its score is below the threshold or the tenant explicitly allows every
+    /// reason it gave.
+    pub provider_decision: Option<Decision>,
     /// `decision == approved`.
     pub is_live: bool,
     /// Liveness 0-1, higher = more likely live; `null` when no face was scored.
@@ -94,6 +98,7 @@ impl Verification {
         Verification {
             id: v.id,
             decision,
+            provider_decision: v.provider_decision.as_deref().and_then(Decision::parse),
             is_live: v.is_live,
             score: v.score,
             threshold: v.threshold,

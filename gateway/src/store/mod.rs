@@ -67,6 +67,9 @@ pub struct VerificationRecord {
     pub provider_request_id: Option<String>,
     /// `approved` | `declined` | `review`; `None` when no verdict was reached.
     pub decision: Option<String>,
+    /// What the deciding provider itself said (`approved` | `declined` | `review`), when it
+    /// says anything.
+    pub provider_decision: Option<String>,
     pub is_live: bool,
     pub score: Option<f64>,
     pub threshold: f64,

@@ -12,7 +12,7 @@ use super::{AttemptRecord, ListFilter, Store, StoreResult, VerificationRecord, c
 pub(crate) const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
      threshold, spoof_type, warnings, face, faces_detected, image_sha256, image_format, image_width, \
      image_height, external_id, metadata, http_status, error_code, error_detail, latency_ms, \
-     config_hash, trace_id, created_at";
+     config_hash, trace_id, created_at, provider_decision";
 
 pub(crate) const ATTEMPT_COLUMNS: &str = "verification_id, attempt_no, provider, provider_kind, \
      outcome, shadow, score, error_code, upstream_status, latency_ms, raw_body, created_at";
@@ -36,7 +36,12 @@ pub(crate) fn insert_rows(table: &str, columns: &str, width: usize, rows: usize)
     )
 }
 
-/// Binds one verification row's 26 values, in `COLUMNS` order.
+/// How many values a row of `columns` binds.
+fn width(columns: &str) -> usize {
+    columns.split(',').count()
+}
+
+/// Binds one verification row's values, in `COLUMNS` order.
 pub(crate) fn bind_verification(s: Stmt, v: &VerificationRecord) -> Stmt {
     s.bind(v.id)
         .bind(&v.tenant_id)
@@ -64,9 +69,10 @@ pub(crate) fn bind_verification(s: Stmt, v: &VerificationRecord) -> Stmt {
         .bind(&v.config_hash)
         .bind(&v.trace_id)
         .bind(v.created_at)
+        .bind(&v.provider_decision)
 }
 
-/// Binds one attempt row's 12 values, in `ATTEMPT_COLUMNS` order.
+/// Binds one attempt row's values, in `ATTEMPT_COLUMNS` order.
 pub(crate) fn bind_attempt(s: Stmt, a: &AttemptRecord) -> Stmt {
     s.bind(a.verification_id)
         .bind(a.attempt_no)
@@ -82,7 +88,7 @@ pub(crate) fn bind_attempt(s: Stmt, a: &AttemptRecord) -> Stmt {
         .bind(a.created_at)
 }
 
-/// Rows per multi-row INSERT: 26 binds a verification row stays far below Postgres' 65535
+/// Rows per multi-row INSERT: at 27 binds a verification row stays far below Postgres' 65535
 /// parameters and SQLite's 32766.
 pub(crate) const CHUNK: usize = 500;
 
@@ -95,7 +101,7 @@ pub(crate) fn insert_statements<'a>(
     let attempts: Vec<_> = attempts.into_iter().collect();
     let mut out = Vec::new();
     for chunk in verifications.chunks(CHUNK) {
-        let sql = insert_rows("verifications", COLUMNS, 26, chunk.len());
+        let sql = insert_rows("verifications", COLUMNS, width(COLUMNS), chunk.len());
         out.push(
             chunk
                 .iter()
@@ -103,7 +109,12 @@ pub(crate) fn insert_statements<'a>(
         );
     }
     for chunk in attempts.chunks(CHUNK) {
-        let sql = insert_rows("verification_attempts", ATTEMPT_COLUMNS, 12, chunk.len());
+        let sql = insert_rows(
+            "verification_attempts",
+            ATTEMPT_COLUMNS,
+            width(ATTEMPT_COLUMNS),
+            chunk.len(),
+        );
         out.push(chunk.iter().fold(Stmt::new(sql), |s, a| bind_attempt(s, a)));
     }
     out
@@ -155,6 +166,7 @@ pub(crate) fn verification(row: &impl Cols) -> StoreResult<VerificationRecord> {
         config_hash: row.get("config_hash")?,
         trace_id: row.get("trace_id")?,
         created_at: row.time("created_at")?,
+        provider_decision: row.get("provider_decision")?,
     })
 }
 

@@ -186,6 +186,8 @@ fn comparable(verdict: &Value, losses: &[Loss]) -> Value {
         "latency_ms",
         // What a check cost is the tenant's business, not the vendor's (tests/it/credits.rs).
         "credits",
+        // What the vendor itself said is the vendor's own (tests/it/policy.rs).
+        "provider_decision",
     ] {
         v.remove(field);
     }

@@ -18,6 +18,7 @@ mod models_fetch;
 mod multi_instance;
 mod openapi_drift;
 mod pgvector;
+mod policy;
 mod providers;
 mod read_api;
 mod reload;

@@ -661,7 +661,8 @@ async fn coll_is_live_is_not_trusted(h: Harness) {
     assert_eq!(r.body["decision"], "declined");
     assert_eq!(codes(&r.body["warnings"]), ["LOW_LIVENESS_SCORE"]);
     assert_eq!(row.decision.as_deref(), Some("declined"));
-    // And the other way round: not live above it, approved.
+    // The other way round, not live above it, the engine's own decline stands: livegate
+    // fails closed on a decline it cannot explain (tests/it/policy.rs).
     let (r, _, _) = verdict(
         &h,
         &ENGINE,
@@ -669,7 +670,7 @@ async fn coll_is_live_is_not_trusted(h: Harness) {
         jpeg(23),
     )
     .await;
-    assert_eq!(r.body["decision"], "approved");
+    assert_eq!(r.body["decision"], "declined");
     // A plain low score.
     let (r, _, _) = verdict(&h, &ENGINE, json!({"score": 0.42}), jpeg(24)).await;
     assert_eq!(r.body["decision"], "declined");

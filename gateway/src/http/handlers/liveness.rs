@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use crate::check::verdict::Verification;
 use crate::check::{self, Answer};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, REQUEST_ID, current_request_id};
 use crate::http::auth::Caller;
 use crate::http::state::AppState;
 use crate::telemetry::server_timing;
@@ -76,7 +76,10 @@ pub async fn create(
         let req = caller.request(&headers)?;
         check::verify(&services, req, body).await
     };
-    let detached = server_timing::carried(run).instrument(tracing::Span::current());
+    // The task keeps the request's id, span and provider-time account.
+    let detached = REQUEST_ID
+        .scope(current_request_id(), server_timing::carried(run))
+        .instrument(tracing::Span::current());
     let answer = tokio::spawn(detached).await.map_err(ApiError::internal)??;
     Ok(match answer {
         Answer::Fresh(v) => Json(*v).into_response(),
