@@ -103,6 +103,7 @@ error_codes! {
     NotFound = (NOT_FOUND, "not_found"),
     ProviderOverrideNotAllowed = (BAD_REQUEST, "provider_override_not_allowed"),
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited"),
+    StoreUnavailable = (SERVICE_UNAVAILABLE, "store_unavailable"),
     TenantUnmetered = (CONFLICT, "tenant_unmetered"),
     ThresholdBelowTenant = (BAD_REQUEST, "threshold_below_tenant"),
     Unauthorized = (UNAUTHORIZED, "unauthorized"),
@@ -197,6 +198,24 @@ impl ApiError {
         Self::new(ErrorCode::InternalError, "an internal error occurred")
     }
 
+    /// A store failure on the request path: the database being away is a 503 the client may
+    /// retry (`store_unavailable`, `Retry-After`); anything else is internal.
+    #[track_caller]
+    pub fn store(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                let mut err = Self::new(
+                    ErrorCode::StoreUnavailable,
+                    "the database is unavailable; retry shortly",
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            other => Self::internal(other),
+        }
+    }
+
     pub fn from_provider(provider: &str, e: &ProviderError) -> Self {
         let code = ErrorCode::of_provider(e.kind);
         Self {
@@ -249,7 +268,7 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::NotFound => ApiError::not_found("resource"),
-            other => ApiError::internal(other),
+            other => ApiError::store(other),
         }
     }
 }

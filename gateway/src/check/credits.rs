@@ -92,7 +92,7 @@ pub async fn reserve(
             .reserve
             .submit(req.clone())
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::store)?
         {
             ReserveOutcome::Reserved { balance } => {
                 return Ok(Some(Reservation {
@@ -107,7 +107,7 @@ pub async fn reserve(
                 store
                     .ensure_account(&tenant.id, credits.initial)
                     .await
-                    .map_err(ApiError::internal)?;
+                    .map_err(ApiError::store)?;
             }
         }
     }

@@ -133,7 +133,7 @@ impl Identity {
             let list = store
                 .blocklist(&s.tenant.id)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::store)?;
             let best = list
                 .iter()
                 .map(|b| (b.verification_id, cosine(&vector, &b.embedding)))
@@ -174,7 +174,7 @@ impl Identity {
                 },
             )
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::store)?;
         Ok(judgement)
     }
 
@@ -207,7 +207,7 @@ impl Identity {
             let fresh = store
                 .approved_faces_after(tenant_id, faces.last_seq)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::store)?;
             for f in fresh {
                 faces.last_seq = faces.last_seq.max(f.seq);
                 faces.index.insert(f.verification_id, &f.embedding);
@@ -226,7 +226,7 @@ impl Identity {
             let hits = store
                 .nearest_approved(tenant_id, vector, 1)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::store)?;
             return Ok(hits.into_iter().next());
         }
         Ok(faces

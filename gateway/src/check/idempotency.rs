@@ -78,7 +78,7 @@ pub async fn begin(
             locked_until: now + chrono::Duration::from_std(lock_for).unwrap_or_default(),
             expires_at: now + chrono::Duration::from_std(KEY_LIFETIME).unwrap_or_default(),
         };
-        match store.idem_claim(&req).await.map_err(ApiError::internal)? {
+        match store.idem_claim(&req).await.map_err(ApiError::store)? {
             IdemClaim::Claimed => return Ok(Begin::Run),
             IdemClaim::Done {
                 request_hash: h, ..

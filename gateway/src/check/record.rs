@@ -2,6 +2,8 @@
 //! attempts, the shadows that finish after the answer, and the one commit that settles credits
 //! and completes the idempotency key together with the row.
 
+use std::time::{Duration, Instant};
+
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use tracing::Instrument;
@@ -14,7 +16,7 @@ use crate::check::verdict::{CreditsUsed, Verification};
 use crate::config::Tenant;
 use crate::error::{ApiError, current_request_id};
 use crate::store::ledger::{IdempotentAnswer, ResultWrite};
-use crate::store::{AttemptRecord, VerificationRecord};
+use crate::store::{AttemptRecord, StoreError, VerificationRecord};
 use crate::telemetry;
 use crate::telemetry::metrics::Metrics;
 
@@ -75,6 +77,33 @@ impl Draft {
         rec.error_detail = Some(e.detail.clone());
         rec.decision = None;
         rec.is_live = false;
+    }
+}
+
+/// How long a results commit keeps retrying while the database is away: a verdict the
+/// vendor was paid for outlives a short outage (a restart, a failover) instead of being lost.
+const COMMIT_GRACE: Duration = Duration::from_secs(10);
+
+/// Commits the results, retrying with backoff while the database is unavailable, for at most
+/// [`COMMIT_GRACE`]. A retry after a commit whose acknowledgement was lost finds the row
+/// already there (the verification id is its key) and counts as done: nothing is stored or
+/// charged twice.
+async fn submit_results(services: &Services, write: ResultWrite) -> Result<(), ApiError> {
+    let give_up = Instant::now() + COMMIT_GRACE;
+    let mut backoff = Duration::from_millis(100);
+    let mut retried = false;
+    loop {
+        match services.writers.results.submit(write.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict(_)) if retried => return Ok(()),
+            Err(StoreError::Unavailable(e)) if Instant::now() + backoff < give_up => {
+                tracing::warn!(verification = %write.verification.id, error = %e, "results commit failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                retried = true;
+            }
+            Err(e) => return Err(ApiError::store(e)),
+        }
     }
 }
 
@@ -205,19 +234,16 @@ pub async fn commit(
     });
     let (idempotency, idempotency_forget) =
         idempotency_outcome(tenant, draft.idempotency_key.take(), view.as_ref())?;
-    services
-        .writers
-        .results
-        .submit(ResultWrite {
-            verification: rec.clone(),
-            attempts: attempts.clone(),
-            settlement: draft.reservation.as_ref().map(|r| r.settle(charged)),
-            idempotency,
-            idempotency_forget,
-        })
+    let write = ResultWrite {
+        verification: rec.clone(),
+        attempts: attempts.clone(),
+        settlement: draft.reservation.as_ref().map(|r| r.settle(charged)),
+        idempotency,
+        idempotency_forget,
+    };
+    submit_results(services, write)
         .instrument(telemetry::store_span(1 + attempts.len()))
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     observe(&services.metrics, rec, &draft.attempts);
     if let Some(r) = &draft.reservation {
         services

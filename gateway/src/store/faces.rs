@@ -38,7 +38,9 @@ fn db(e: StoreError) -> FaceStoreError {
     match e {
         StoreError::NotFound => FaceStoreError::NotFound,
         StoreError::Conflict(m) => FaceStoreError::Conflict(m),
-        StoreError::MissingParent(m) | StoreError::Other(m) => FaceStoreError::Other(m),
+        StoreError::MissingParent(m) | StoreError::Unavailable(m) | StoreError::Other(m) => {
+            FaceStoreError::Other(m)
+        }
     }
 }
 

@@ -118,7 +118,7 @@ where
         }
         (Err(e), None) => {
             tracing::error!(batch = name, size = n, error = %e, "batch write failed");
-            vec![Err(StoreError::Other(e.to_string()))]
+            vec![Err(e)]
         }
     }
 }

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// A row refers to one that does not exist (a foreign key).
     #[error("missing referenced row: {0}")]
     MissingParent(String),
+    /// The database cannot be reached or is shutting down: worth retrying shortly.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Other(String),
 }
@@ -43,6 +46,21 @@ impl From<sqlx::Error> for StoreError {
             }
             sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
                 StoreError::MissingParent(d.message().to_owned())
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            // Connection exceptions (08), the server shutting down or in recovery (57P),
+            // too many connections (53300), and a locked SQLite database.
+            sqlx::Error::Database(d)
+                if d.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "5"
+                }) =>
+            {
+                StoreError::Unavailable(d.message().to_owned())
             }
             _ => StoreError::Other(e.to_string()),
         }

@@ -199,8 +199,17 @@ impl Harness {
         yaml: impl FnOnce(&SimUrls) -> String,
         search: livegate_engine::search::IndexOptions,
     ) -> Option<Harness> {
-        use livegate_simulators as sims;
         let store = open_store(backend).await?;
+        Some(Self::start_on(store, yaml, search).await)
+    }
+
+    /// On a store the test opened itself (e.g. through a proxy it can cut).
+    pub async fn start_on(
+        store: DynStore,
+        yaml: impl FnOnce(&SimUrls) -> String,
+        search: livegate_engine::search::IndexOptions,
+    ) -> Harness {
+        use livegate_simulators as sims;
         let url = |a: std::net::SocketAddr| format!("http://{a}");
         let didit = url(sims::spawn(sims::didit::router()).await.expect("sim"));
         let kairos = url(sims::spawn(sims::kairos::router()).await.expect("sim"));
@@ -228,7 +237,7 @@ impl Harness {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Some(Harness {
+        Harness {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store,
@@ -236,7 +245,7 @@ impl Harness {
             kairos,
             collections,
             state,
-        })
+        }
     }
 
     /// `{base}{path}`.

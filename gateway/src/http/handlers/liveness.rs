@@ -60,7 +60,7 @@ pub struct LivenessJson {
         (status = 422, description = "The provider cannot take this image, or the Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider failed (auth, credits, bad answer)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The provider is unavailable, or the database is (`store_unavailable`, with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The provider timed out", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
