@@ -148,7 +148,7 @@ fn store_shadows(
     }
     let store = services.store.clone();
     let metrics = services.metrics.clone();
-    tokio::spawn(async move {
+    services.background.spawn(async move {
         let mut next = first_no;
         for call in shadows {
             let Ok(logs) = call.await else { continue };

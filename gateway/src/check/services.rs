@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::task::TaskTracker;
+
 use crate::check::faces::Identity;
 use crate::store::DynStore;
 use crate::store::writers::Writers;
@@ -14,4 +16,6 @@ pub struct Services {
     pub writers: Arc<Writers>,
     pub metrics: Arc<Metrics>,
     pub identity: Arc<Identity>,
+    /// Where work that outlives its request runs, so that shutdown can wait for it.
+    pub background: TaskTracker,
 }

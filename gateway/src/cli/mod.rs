@@ -57,6 +57,10 @@ enum Command {
         /// in-process HNSW graph).
         #[arg(long, env = "LIVEGATE_EXACT_SEARCH_BELOW", default_value_t = 100_000)]
         exact_search_below: usize,
+        /// Seconds a SIGTERM/SIGINT leaves to answer the requests already accepted and finish
+        /// the work that outlives them (their commits, shadow calls) before exiting.
+        #[arg(long, env = "LIVEGATE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+        shutdown_timeout: u64,
     },
     /// Tenant credits.
     Credits {
@@ -232,6 +236,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             redis_url,
             redis_timeout_ms,
             exact_search_below,
+            shutdown_timeout,
         } => {
             serve::serve(
                 config,
@@ -240,6 +245,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 redis_url.as_deref(),
                 std::time::Duration::from_millis(redis_timeout_ms.max(1)),
                 serve::search_options(exact_search_below),
+                std::time::Duration::from_secs(shutdown_timeout),
             )
             .await
         }

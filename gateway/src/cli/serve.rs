@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::future::IntoFuture;
+
 use anyhow::Context;
 
 use crate::config::Config;
@@ -18,6 +20,7 @@ pub async fn serve(
     redis_url: Option<&str>,
     redis_timeout: std::time::Duration,
     search: livegate_engine::search::IndexOptions,
+    shutdown_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let store = store::connect(database_url)
         .await
@@ -76,9 +79,44 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, database = %store::redact_url(database_url), "livegate listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    run_until_shutdown(listener, state, shutdown_timeout).await
+}
+
+/// Serves until SIGTERM/SIGINT, then stops accepting, answers every request already accepted,
+/// and waits for the work that outlives its connection (verifications whose client left,
+/// shadow calls) and so for their commits: all within `timeout` of the signal.
+async fn run_until_shutdown(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let signalled = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = signalled.clone();
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        notify.notify_one();
+    });
+    let server = tokio::spawn(server.into_future());
+    signalled.notified().await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, server).await {
+        Ok(served) => served??,
+        Err(_) => tracing::warn!(
+            timeout_s = timeout.as_secs(),
+            "shutdown timeout: requests still in flight are dropped"
+        ),
+    }
+    state.background.close();
+    if tokio::time::timeout_at(deadline, state.background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            unfinished = state.background.len(),
+            "shutdown timeout: background work (verifications, shadow calls) left unfinished"
+        );
+    }
+    tracing::info!("shut down");
     Ok(())
 }
 

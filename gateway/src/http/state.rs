@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio_util::task::TaskTracker;
 
 use crate::check::faces::Identity;
 use crate::http::limiter::RateLimits;
@@ -22,6 +23,9 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub metrics: Arc<Metrics>,
     pub identity: Arc<Identity>,
+    /// Verifications and shadow calls that run on after their connection; shutdown waits for
+    /// them.
+    pub background: TaskTracker,
 }
 
 impl AppState {
@@ -46,6 +50,7 @@ impl AppState {
             limits,
             metrics,
             identity: Default::default(),
+            background: TaskTracker::new(),
         }
     }
 
@@ -56,6 +61,7 @@ impl AppState {
             writers: self.writers.clone(),
             metrics: self.metrics.clone(),
             identity: self.identity.clone(),
+            background: self.background.clone(),
         }
     }
 

@@ -325,3 +325,78 @@ async fn a_database_outage_answers_503_and_loses_no_paid_verdict() {
     let charged = i64::try_from(decided).expect("count") * COST;
     assert_ledger(&h.store, "quitter", INITIAL - charged).await;
 }
+
+/// SIGTERM under load: every request already accepted is answered and stored, and the shadow
+/// calls still running in the background are waited for and stored, within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_what_was_accepted_and_keeps_its_shadows() {
+    use crate::harness::{sim_rule_at, spawn_sim};
+    let didit = spawn_sim(livegate_simulators::didit::router()).await;
+    let kairos = spawn_sim(livegate_simulators::kairos::router()).await;
+    let client = reqwest::Client::new();
+    sim_rule_at(&client, &didit, json!({"delay_ms": 600, "score": 0.95})).await;
+    sim_rule_at(&client, &kairos, json!({"delay_ms": 1500, "score": 0.9})).await;
+    let config = format!(
+        r#"
+providers:
+  didit: {{ kind: didit, base_url: "{didit}", api_key: "didit-key", timeout_ms: 5000 }}
+  kairos: {{ kind: kairos, base_url: "{kairos}", app_id: "id", app_key: "kairos-key", timeout_ms: 5000 }}
+tenants:
+  shadowed:
+    keys: ["{key}"]
+    routing: {{ strategy: shadow, providers: [didit, kairos] }}
+"#,
+        key = KeyHash::of_key(PATIENT_KEY),
+    );
+    let served =
+        crate::served::Served::start(&config, &[("LIVEGATE_SHUTDOWN_TIMEOUT", "10")]).await;
+    const IN_FLIGHT: usize = 4;
+    let calls: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let form = reqwest::multipart::Form::new().part(
+                "image",
+                reqwest::multipart::Part::bytes(jpeg(u8::try_from(i).expect("small")))
+                    .file_name("s.jpg"),
+            );
+            let call = client
+                .post(format!("{}/v1/liveness", served.base))
+                .bearer_auth(PATIENT_KEY)
+                .multipart(form);
+            tokio::spawn(Harness::call(call))
+        })
+        .collect();
+    // Every request is in flight (the vendor takes 600 ms) when the signal comes.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let database_url = served.database_url.clone();
+    let stopping = Instant::now();
+    let logs = served.stop().await;
+    let took = stopping.elapsed();
+    for c in calls {
+        let r = c.await.expect("join");
+        assert_eq!(r.status, 200, "{}\n{logs}", r.body);
+    }
+    assert!(took < Duration::from_secs(10), "exit took {took:?}\n{logs}");
+    assert!(logs.contains("shut down"), "{logs}");
+
+    // Stored, each with its shadow attempt, though the shadows ended after the answers.
+    let store = livegate::store::connect(&database_url)
+        .await
+        .expect("store");
+    let filter = ListFilter {
+        limit: 200,
+        ..ListFilter::default()
+    };
+    let rows = store
+        .list_verifications("shadowed", &filter)
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), IN_FLIGHT);
+    for r in &rows {
+        let attempts = store.attempts(r.id).await.expect("attempts");
+        assert_eq!(
+            attempts.iter().filter(|a| a.shadow).count(),
+            1,
+            "{attempts:?}\n{logs}"
+        );
+    }
+}

@@ -72,6 +72,7 @@ pub async fn create(
     // so its row, its credits, its idempotency key and its vendor attempts end exactly as if
     // it had waited (the route's deadline bounds the work).
     let services = state.services();
+    let background = services.background.clone();
     let run = async move {
         let req = caller.request(&headers)?;
         check::verify(&services, req, body).await
@@ -80,7 +81,10 @@ pub async fn create(
     let detached = REQUEST_ID
         .scope(current_request_id(), server_timing::carried(run))
         .instrument(tracing::Span::current());
-    let answer = tokio::spawn(detached).await.map_err(ApiError::internal)??;
+    let answer = background
+        .spawn(detached)
+        .await
+        .map_err(ApiError::internal)??;
     Ok(match answer {
         Answer::Fresh(v) => Json(*v).into_response(),
         Answer::Replay { status, body } => {
