@@ -343,10 +343,12 @@ mod ledger_cases {
 
     pub async fn idempotency_keys_claim_replay_and_expire(s: DynStore) {
         let now = Utc::now();
+        let v = record("a", Some("approved"), now);
         let claim = |hash: &str, lock: i64, life: i64| IdemClaimRequest {
             tenant_id: "a".into(),
             key: "k1".into(),
             request_hash: hash.into(),
+            owner: v.id,
             locked_until: now + Duration::seconds(lock),
             expires_at: now + Duration::seconds(life),
         };
@@ -360,7 +362,6 @@ mod ledger_cases {
                 request_hash: "h1".into()
             }
         );
-        let v = record("a", Some("approved"), now);
         s.commit_results(&[ResultWrite {
             verification: v.clone(),
             attempts: vec![],
@@ -404,11 +405,79 @@ mod ledger_cases {
             IdemClaim::Claimed
         );
     }
+
+    /// A request whose lock lapsed and was taken over commits late: the key keeps the new
+    /// holder's claim, and only the new holder's commit completes it.
+    pub async fn a_taken_over_key_is_completed_only_by_its_holder(s: DynStore) {
+        let now = Utc::now();
+        let (late, holder) = (
+            record("a", Some("declined"), now),
+            record("a", Some("approved"), now),
+        );
+        let claim = |owner: Uuid, lock: i64| IdemClaimRequest {
+            tenant_id: "a".into(),
+            key: "k3".into(),
+            request_hash: "h".into(),
+            owner,
+            locked_until: now + Duration::seconds(lock),
+            expires_at: now + Duration::seconds(3600),
+        };
+        let answer = |v: &VerificationRecord, body: &str| ResultWrite {
+            verification: v.clone(),
+            attempts: vec![],
+            settlement: None,
+            idempotency: Some(IdempotentAnswer {
+                tenant_id: "a".into(),
+                key: "k3".into(),
+                http_status: 200,
+                response: body.into(),
+            }),
+            idempotency_forget: None,
+        };
+        assert_eq!(
+            s.idem_claim(&claim(late.id, -1)).await.expect("first"),
+            IdemClaim::Claimed
+        );
+        assert_eq!(
+            s.idem_claim(&claim(holder.id, 60)).await.expect("takeover"),
+            IdemClaim::Claimed
+        );
+        s.commit_results(&[answer(&late, "late")])
+            .await
+            .expect("late commit");
+        assert_eq!(
+            s.idem_claim(&claim(Uuid::now_v7(), 60))
+                .await
+                .expect("still held"),
+            IdemClaim::Running {
+                request_hash: "h".into()
+            }
+        );
+        // The late request's failure does not forget the holder's key either.
+        let mut forget = answer(&late, "late");
+        forget.verification.id = Uuid::now_v7();
+        forget.idempotency = None;
+        forget.idempotency_forget = Some(("a".into(), "k3".into()));
+        s.commit_results(&[forget]).await.expect("late forget");
+        s.commit_results(&[answer(&holder, "holder")])
+            .await
+            .expect("holder commit");
+        assert_eq!(
+            s.idem_claim(&claim(Uuid::now_v7(), 60))
+                .await
+                .expect("done"),
+            IdemClaim::Done {
+                request_hash: "h".into(),
+                http_status: 200,
+                response: "holder".into()
+            }
+        );
+    }
 }
 
 use ledger_cases::{
-    a_batch_reserves_in_order, accounts_open_once, adjustments_need_an_account,
-    idempotency_keys_claim_replay_and_expire,
+    a_batch_reserves_in_order, a_taken_over_key_is_completed_only_by_its_holder,
+    accounts_open_once, adjustments_need_an_account, idempotency_keys_claim_replay_and_expire,
 };
 
 macro_rules! conformance {
@@ -438,4 +507,5 @@ conformance!(
     a_batch_reserves_in_order,
     adjustments_need_an_account,
     idempotency_keys_claim_replay_and_expire,
+    a_taken_over_key_is_completed_only_by_its_holder,
 );

@@ -65,6 +65,7 @@ pub async fn begin(
     tenant_id: &str,
     key: &str,
     request_hash: &str,
+    owner: uuid::Uuid,
     lock_for: Duration,
     wait: Duration,
 ) -> Result<Begin, ApiError> {
@@ -75,6 +76,7 @@ pub async fn begin(
             tenant_id: tenant_id.to_owned(),
             key: key.to_owned(),
             request_hash: request_hash.to_owned(),
+            owner,
             locked_until: now + chrono::Duration::from_std(lock_for).unwrap_or_default(),
             expires_at: now + chrono::Duration::from_std(KEY_LIFETIME).unwrap_or_default(),
         };

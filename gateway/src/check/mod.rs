@@ -130,6 +130,7 @@ async fn claim(
         &req.tenant.id,
         &key,
         &fingerprint,
+        draft.record.id,
         limits.reservation_ttl,
         limits.idempotency_wait,
     )

@@ -182,6 +182,7 @@ impl Config {
             None => Limits::default(),
         };
 
+        outlives_deadlines(&limits, &tenants, &mut problems);
         if problems.is_empty() {
             Ok(Config {
                 providers,
@@ -194,6 +195,29 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+/// A request's credit reservation and its `Idempotency-Key` lock last `reservation_ttl`: they
+/// must outlive the longest deadline a request can run to, or an instance still working on a
+/// request would see its reservation released and its key taken over.
+fn outlives_deadlines(
+    limits: &Limits,
+    tenants: &BTreeMap<String, Tenant>,
+    problems: &mut Vec<Problem>,
+) {
+    let longest = tenants.iter().max_by_key(|(_, t)| t.routing.deadline);
+    if let Some((id, t)) = longest
+        && limits.reservation_ttl <= t.routing.deadline
+    {
+        problems.push(problem(
+            "limits.reservation_ttl_ms",
+            format!(
+                "must be longer than the longest routing deadline ({} ms, tenant {id}): a \
+                 request's credit reservation and idempotency lock must outlive it",
+                t.routing.deadline.as_millis()
+            ),
+        ));
     }
 }
 
@@ -276,6 +300,24 @@ tenants:
         );
         assert!(substitute("${X}", &|_| Some("a\nb".into())).is_err());
         assert_eq!(substitute("cost $5", &|_| None).expect("ok"), "cost $5");
+    }
+
+    #[test]
+    fn reservations_must_outlive_every_deadline() {
+        let text = format!(
+            "{EXAMPLE}    \n  slow:\n    keys: [\"sha256:{}\"]\n    routing: {{ strategy: single, providers: [didit], deadline_ms: 200000 }}\n",
+            "ab".repeat(32)
+        );
+        let ConfigError::Invalid(p) = Config::parse(&text, &env).expect_err("invalid") else {
+            panic!()
+        };
+        assert!(
+            p.iter().any(|p| p.path == "limits.reservation_ttl_ms"
+                && p.message.contains("200000 ms, tenant slow")),
+            "{p:?}"
+        );
+        let fits = text.replace("deadline_ms: 200000", "deadline_ms: 60000");
+        Config::parse(&fits, &env).expect("a 60 s deadline fits the default 120 s");
     }
 
     #[test]

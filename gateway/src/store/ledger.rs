@@ -100,6 +100,9 @@ pub struct IdemClaimRequest {
     pub tenant_id: String,
     pub key: String,
     pub request_hash: String,
+    /// The verification that will hold the key: only its commit completes or forgets it, so a
+    /// request whose lock lapsed and was taken over cannot overwrite the new holder's answer.
+    pub owner: Uuid,
     pub locked_until: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -369,11 +372,12 @@ impl<D: Db> LedgerCommon for D {
         for _ in 0..2 {
             let claim = Stmt::new(
                 "INSERT INTO idempotency_keys (tenant_id, key, request_hash, state, locked_until, \
-                 created_at, expires_at) VALUES ($1, $2, $3, 'running', $4, $5, $6) \
+                 created_at, expires_at, verification_id) \
+                 VALUES ($1, $2, $3, 'running', $4, $5, $6, $7) \
                  ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, \
                  state = 'running', locked_until = EXCLUDED.locked_until, \
                  created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, \
-                 verification_id = NULL, http_status = NULL, response = NULL \
+                 verification_id = EXCLUDED.verification_id, http_status = NULL, response = NULL \
                  WHERE idempotency_keys.expires_at < $5 \
                  OR (idempotency_keys.state = 'running' AND idempotency_keys.locked_until < $5)",
             )
@@ -382,7 +386,8 @@ impl<D: Db> LedgerCommon for D {
             .bind(&req.request_hash)
             .bind(req.locked_until)
             .bind(now)
-            .bind(req.expires_at);
+            .bind(req.expires_at)
+            .bind(req.owner);
             if self.execute(claim).await? == 1 {
                 return Ok(IdemClaim::Claimed);
             }

@@ -84,6 +84,8 @@ impl Cluster {
             std::env::temp_dir().join(format!("livegate-multi-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("dir");
         let config = dir.join("livegate.yaml");
+        // Reservations must outlive every deadline (the config refuses otherwise).
+        let deadline_ms = ttl_ms.saturating_sub(500).min(30_000);
         std::fs::write(
             &config,
             format!(
@@ -94,11 +96,11 @@ limits: {{ reservation_ttl_ms: {ttl_ms} }}
 tenants:
   metered:
     keys: ["{metered}"]
-    routing: {{ strategy: single, providers: [didit] }}
+    routing: {{ strategy: single, providers: [didit], deadline_ms: {deadline_ms} }}
     credits: {{ initial: {INITIAL}, cost: {{ didit: 2 }} }}
   limited:
     keys: ["{limited}"]
-    routing: {{ strategy: single, providers: [didit] }}
+    routing: {{ strategy: single, providers: [didit], deadline_ms: {deadline_ms} }}
     rate_limit: {{ per_second: 50, burst: 5 }}
 "#,
                 metered = KeyHash::of_key(METERED),

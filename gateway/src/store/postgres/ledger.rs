@@ -84,10 +84,11 @@ async fn store_answers(tx: &mut Tx, writes: &[ResultWrite]) -> StoreResult<()> {
         let bodies: Vec<&str> = answers.iter().map(|(_, a)| a.response.as_str()).collect();
         let vids: Vec<Uuid> = answers.iter().map(|(v, _)| *v).collect();
         sqlx::query(
-            "UPDATE idempotency_keys k SET state = 'done', http_status = u.s, response = u.r, \
-             verification_id = u.v \
+            "UPDATE idempotency_keys k SET state = 'done', http_status = u.s, response = u.r \
              FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::uuid[]) \
-             AS u(t, k, s, r, v) WHERE k.tenant_id = u.t AND k.key = u.k",
+             AS u(t, k, s, r, v) \
+             WHERE k.tenant_id = u.t AND k.key = u.k AND k.verification_id = u.v \
+             AND k.state = 'running'",
         )
         .bind(&tenants)
         .bind(&keys)
@@ -99,11 +100,15 @@ async fn store_answers(tx: &mut Tx, writes: &[ResultWrite]) -> StoreResult<()> {
     }
     for w in writes {
         if let Some((tenant, key)) = &w.idempotency_forget {
-            sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
-                .bind(tenant)
-                .bind(key)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 \
+                 AND verification_id = $3",
+            )
+            .bind(tenant)
+            .bind(key)
+            .bind(w.verification.id)
+            .execute(&mut **tx)
+            .await?;
         }
     }
     Ok(())

@@ -44,8 +44,8 @@ async fn settle(tx: &mut Tx, w: &ResultWrite, now: DateTime<Utc>) -> StoreResult
 async fn answer(tx: &mut Tx, w: &ResultWrite) -> StoreResult<()> {
     if let Some(a) = &w.idempotency {
         let s = Stmt::new(
-            "UPDATE idempotency_keys SET state = 'done', http_status = $3, response = $4, \
-             verification_id = $5 WHERE tenant_id = $1 AND key = $2",
+            "UPDATE idempotency_keys SET state = 'done', http_status = $3, response = $4 \
+             WHERE tenant_id = $1 AND key = $2 AND verification_id = $5 AND state = 'running'",
         )
         .bind(&a.tenant_id)
         .bind(&a.key)
@@ -55,9 +55,12 @@ async fn answer(tx: &mut Tx, w: &ResultWrite) -> StoreResult<()> {
         SqliteStore::execute_in(tx, s).await?;
     }
     if let Some((tenant, key)) = &w.idempotency_forget {
-        let s = Stmt::new("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
-            .bind(tenant)
-            .bind(key);
+        let s = Stmt::new(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND verification_id = $3",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(w.verification.id);
         SqliteStore::execute_in(tx, s).await?;
     }
     Ok(())
