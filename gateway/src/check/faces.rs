@@ -37,6 +37,9 @@ use crate::store::identity::NewFace;
 pub struct Identity {
     index: IndexOptions,
     approved: Mutex<HashMap<String, Arc<Mutex<TenantFaces>>>>,
+    /// One tenant's face checks run one at a time, from the search to the stored embedding:
+    /// two selfies of the same face at once cannot both find the other missing.
+    turns: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 #[derive(Debug)]
@@ -99,6 +102,7 @@ impl Identity {
         Identity {
             index,
             approved: Mutex::default(),
+            turns: Mutex::default(),
         }
     }
 
@@ -127,6 +131,11 @@ impl Identity {
             return Ok(judgement);
         };
         let vector = embedding.vector;
+        let turn = {
+            let mut turns = self.turns.lock().await;
+            Arc::clone(turns.entry(s.tenant.id.clone()).or_default())
+        };
+        let _turn = turn.lock().await;
 
         let mut found = Vec::new();
         if let Some(t) = &checks.blocklist {

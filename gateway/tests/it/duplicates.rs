@@ -82,7 +82,39 @@ crate::backend_matrix!(
     same_face_twice_is_a_duplicate,
     blocklisted_face_is_declined,
     tenants_without_checks_keep_nothing,
+    two_identical_selfies_at_once_are_not_both_new,
 );
+
+/// The same face twice at the same moment: one is new, the other its duplicate, however the
+/// two interleave.
+async fn two_identical_selfies_at_once_are_not_both_new(h: Harness) {
+    h.sim_rule(json!({"score": 0.97})).await;
+    for round in 0..3 {
+        let image = if round % 2 == 0 {
+            photo("astronaut.jpg")
+        } else {
+            photo("astronaut_variant.jpg")
+        };
+        let (a, b) = tokio::join!(
+            h.liveness(DUP_KEY, "image", image.clone(), &[]),
+            h.liveness(DUP_KEY, "image", image, &[]),
+        );
+        let clean = [&a, &b]
+            .iter()
+            .filter(|r| r.body["decision"] == "approved" && codes(r).is_empty())
+            .count();
+        // The first round has nothing before it: exactly one is new. Later rounds repeat it.
+        let expected = usize::from(round == 0);
+        assert_eq!(clean, expected, "round {round}: {} / {}", a.body, b.body);
+        for r in [&a, &b] {
+            assert!(
+                codes(r).is_empty() || codes(r) == ["DUPLICATED_FACE"],
+                "{}",
+                r.body
+            );
+        }
+    }
+}
 
 async fn same_face_twice_is_a_duplicate(h: Harness) {
     // Didit approves everything here: the duplicate is livegate's own finding.
