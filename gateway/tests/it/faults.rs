@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use livegate::config::KeyHash;
-use livegate::store::ListFilter;
+use livegate::store::{ListFilter, VerificationRecord};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -35,6 +35,18 @@ tenants:
         quitter = KeyHash::of_key(QUITTER_KEY),
         patient = KeyHash::of_key(PATIENT_KEY),
     )
+}
+
+/// The tenant's verifications (up to 200), newest first.
+async fn all_rows(store: &livegate::store::DynStore, tenant: &str) -> Vec<VerificationRecord> {
+    let filter = ListFilter {
+        limit: 200,
+        ..ListFilter::default()
+    };
+    store
+        .list_verifications(tenant, &filter)
+        .await
+        .expect("rows")
 }
 
 /// Sends a whole JSON `POST /v1/liveness`, waits a moment and closes the connection before
@@ -89,15 +101,7 @@ async fn abandoned_requests_finish_and_hurt_no_one(h: Harness) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let filter = ListFilter {
-        limit: 200,
-        ..ListFilter::default()
-    };
-    let rows = h
-        .store
-        .list_verifications("quitter", &filter)
-        .await
-        .expect("rows");
+    let rows = all_rows(&h.store, "quitter").await;
     let mut attempts = 0;
     for r in &rows {
         assert_eq!(r.decision.as_deref(), Some("approved"), "{r:?}");
@@ -297,15 +301,7 @@ async fn a_database_outage_answers_503_and_loses_no_paid_verdict() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Every 200 is stored; every vendor verdict is stored; each charged once.
-    let filter = ListFilter {
-        limit: 200,
-        ..ListFilter::default()
-    };
-    let rows = h
-        .store
-        .list_verifications("quitter", &filter)
-        .await
-        .expect("rows");
+    let rows = all_rows(&h.store, "quitter").await;
     for id in &ok {
         assert!(
             rows.iter().any(|r| &r.id.to_string() == id),
@@ -382,14 +378,7 @@ tenants:
     let store = livegate::store::connect(&database_url)
         .await
         .expect("store");
-    let filter = ListFilter {
-        limit: 200,
-        ..ListFilter::default()
-    };
-    let rows = store
-        .list_verifications("shadowed", &filter)
-        .await
-        .expect("rows");
+    let rows = all_rows(&store, "shadowed").await;
     assert_eq!(rows.len(), IN_FLIGHT);
     for r in &rows {
         let attempts = store.attempts(r.id).await.expect("attempts");
