@@ -69,7 +69,8 @@ pub async fn verify(services: &Services, req: Request<'_>, body: Body) -> Result
         Err(e) => Err(e),
     };
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    let view = record::commit(services, req.tenant, draft, outcome, latency_ms).await?;
+    let grace = req.runtime.config.limits.commit_grace;
+    let view = record::commit(services, req.tenant, draft, outcome, latency_ms, grace).await?;
     Ok(Answer::Fresh(Box::new(view)))
 }
 

@@ -80,16 +80,18 @@ impl Draft {
     }
 }
 
-/// How long a results commit keeps retrying while the database is away: a verdict the
-/// vendor was paid for outlives a short outage (a restart, a failover) instead of being lost.
-const COMMIT_GRACE: Duration = Duration::from_secs(10);
-
 /// Commits the results, retrying with backoff while the database is unavailable, for at most
-/// [`COMMIT_GRACE`]. A retry after a commit whose acknowledgement was lost finds the row
+/// `grace` (`limits.commit_grace_ms`): a verdict the vendor was paid for outlives a short
+/// outage (a restart, a failover). Past it the result goes to the local spool, committed when
+/// the database returns. A retry after a commit whose acknowledgement was lost finds the row
 /// already there (the verification id is its key) and counts as done: nothing is stored or
 /// charged twice.
-async fn submit_results(services: &Services, write: ResultWrite) -> Result<(), ApiError> {
-    let give_up = Instant::now() + COMMIT_GRACE;
+async fn submit_results(
+    services: &Services,
+    write: ResultWrite,
+    grace: Duration,
+) -> Result<(), ApiError> {
+    let give_up = Instant::now() + grace;
     let mut backoff = Duration::from_millis(100);
     let mut retried = false;
     loop {
@@ -102,9 +104,29 @@ async fn submit_results(services: &Services, write: ResultWrite) -> Result<(), A
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 retried = true;
             }
+            Err(StoreError::Unavailable(e)) => return spool(services, &write, e).await,
             Err(e) => return Err(ApiError::store(e)),
         }
     }
+}
+
+/// The database stayed away past the grace: the result waits in the spool, or, without one
+/// (or with a full one), it is lost and the client told to retry.
+async fn spool(services: &Services, write: &ResultWrite, error: String) -> Result<(), ApiError> {
+    let id = write.verification.id;
+    match &services.spool {
+        Some(spool) => match spool.append(write).await {
+            Ok(()) => {
+                tracing::warn!(verification = %id, error = %error, "database away: result spooled");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(verification = %id, error = %e, "the spool refused a result");
+            }
+        },
+        None => tracing::error!(verification = %id, "database away and no spool: result lost"),
+    }
+    Err(ApiError::store(StoreError::Unavailable(error)))
 }
 
 pub fn attempt_record(verification_id: Uuid, attempt_no: usize, a: &AttemptLog) -> AttemptRecord {
@@ -211,6 +233,7 @@ pub async fn commit(
     mut draft: Draft,
     outcome: Result<(), ApiError>,
     latency_ms: i64,
+    grace: Duration,
 ) -> Result<Verification, ApiError> {
     draft.record.latency_ms = latency_ms;
     if let Err(e) = &outcome {
@@ -241,7 +264,7 @@ pub async fn commit(
         idempotency,
         idempotency_forget,
     };
-    submit_results(services, write)
+    submit_results(services, write, grace)
         .instrument(telemetry::store_span(1 + attempts.len()))
         .await?;
     observe(&services.metrics, rec, &draft.attempts);

@@ -6,6 +6,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::check::faces::Identity;
 use crate::store::DynStore;
+use crate::store::spool::Spool;
 use crate::store::writers::Writers;
 use crate::telemetry::metrics::Metrics;
 
@@ -18,4 +19,6 @@ pub struct Services {
     pub identity: Arc<Identity>,
     /// Where work that outlives its request runs, so that shutdown can wait for it.
     pub background: TaskTracker,
+    /// Where results go that the database cannot take before the commit grace ends.
+    pub spool: Option<Arc<Spool>>,
 }

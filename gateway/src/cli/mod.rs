@@ -61,6 +61,14 @@ enum Command {
         /// the work that outlives them (their commits, shadow calls) before exiting.
         #[arg(long, env = "LIVEGATE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
         shutdown_timeout: u64,
+        /// File keeping results the database could not take (at most 10,000), committed when
+        /// it returns.
+        #[arg(
+            long,
+            env = "LIVEGATE_SPOOL_FILE",
+            default_value = "livegate-spool.jsonl"
+        )]
+        spool_file: PathBuf,
     },
     /// Tenant credits.
     Credits {
@@ -237,16 +245,18 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             redis_timeout_ms,
             exact_search_below,
             shutdown_timeout,
+            spool_file,
         } => {
-            serve::serve(
+            serve::serve(serve::Options {
                 config,
                 listen,
-                &database_url,
-                redis_url.as_deref(),
-                std::time::Duration::from_millis(redis_timeout_ms.max(1)),
-                serve::search_options(exact_search_below),
-                std::time::Duration::from_secs(shutdown_timeout),
-            )
+                database_url,
+                redis_url,
+                redis_timeout: std::time::Duration::from_millis(redis_timeout_ms.max(1)),
+                search: serve::search_options(exact_search_below),
+                shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout),
+                spool_file,
+            })
             .await
         }
         Command::Credits {

@@ -13,15 +13,33 @@ use crate::http::state::AppState;
 use crate::runtime::Runtime;
 use crate::store;
 
-pub async fn serve(
-    config: Option<PathBuf>,
-    listen: SocketAddr,
-    database_url: &str,
-    redis_url: Option<&str>,
-    redis_timeout: std::time::Duration,
-    search: livegate_engine::search::IndexOptions,
-    shutdown_timeout: std::time::Duration,
-) -> anyhow::Result<()> {
+/// Results the spool keeps at most: past it, a result the database cannot take is lost.
+pub const SPOOL_MAX_ENTRIES: usize = 10_000;
+
+/// `serve`'s flags.
+pub struct Options {
+    pub config: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub redis_timeout: std::time::Duration,
+    pub search: livegate_engine::search::IndexOptions,
+    pub shutdown_timeout: std::time::Duration,
+    pub spool_file: PathBuf,
+}
+
+pub async fn serve(o: Options) -> anyhow::Result<()> {
+    let Options {
+        config,
+        listen,
+        database_url,
+        redis_url,
+        redis_timeout,
+        search,
+        shutdown_timeout,
+        spool_file,
+    } = o;
+    let (database_url, redis_url) = (database_url.as_str(), redis_url.as_deref());
     let store = store::connect(database_url)
         .await
         .context("opening the database")?;
@@ -64,8 +82,15 @@ pub async fn serve(
         None => crate::http::limiter::RateLimits::local(),
     };
     crate::store::writers::spawn_sweeper(store.clone(), std::time::Duration::from_secs(1));
+    let spool = std::sync::Arc::new(store::spool::Spool::new(spool_file, SPOOL_MAX_ENTRIES));
+    store::spool::spawn_replayer(
+        spool.clone(),
+        store.clone(),
+        std::time::Duration::from_secs(1),
+    );
     let mut state = AppState::with_limits(runtime, store, limits);
     state.identity = std::sync::Arc::new(crate::check::faces::Identity::new(search));
+    state.spool = Some(spool);
     if let Some(path) = config_path {
         let factory: &'static crate::runtime::EmbeddedFactory = &crate::runtime::engine::factory;
         crate::runtime::reload::spawn_watcher(
@@ -115,6 +140,12 @@ async fn run_until_shutdown(
             unfinished = state.background.len(),
             "shutdown timeout: background work (verifications, shadow calls) left unfinished"
         );
+    }
+    if let Some(spool) = &state.spool {
+        let replayed = tokio::time::timeout_at(deadline, spool.replay(&state.store)).await;
+        if !matches!(replayed, Ok(Ok(_))) {
+            tracing::warn!(file = %spool.path().display(), "spooled results wait for the next start");
+        }
     }
     tracing::info!("shut down");
     Ok(())

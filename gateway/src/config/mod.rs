@@ -68,6 +68,9 @@ pub struct Limits {
     pub reservation_ttl: Duration,
     /// How long a request waits for another one holding the same `Idempotency-Key` before 409.
     pub idempotency_wait: Duration,
+    /// How long a results commit is retried while the database is away before the result
+    /// goes to the local spool.
+    pub commit_grace: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +80,7 @@ impl Default for Limits {
             max_pixels: DEFAULT_MAX_PIXELS,
             reservation_ttl: Duration::from_secs(120),
             idempotency_wait: Duration::from_secs(35),
+            commit_grace: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +114,7 @@ struct RawLimits {
     max_pixels: Option<u64>,
     reservation_ttl_ms: Option<u64>,
     idempotency_wait_ms: Option<u64>,
+    commit_grace_ms: Option<u64>,
 }
 
 impl Config {
@@ -244,6 +249,9 @@ fn limits(raw: RawLimits, problems: &mut Vec<Problem>) -> Limits {
     }
     if let Some(ms) = raw.idempotency_wait_ms {
         limits.idempotency_wait = Duration::from_millis(ms);
+    }
+    if let Some(ms) = raw.commit_grace_ms {
+        limits.commit_grace = Duration::from_millis(ms);
     }
     limits
 }

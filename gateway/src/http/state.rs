@@ -11,6 +11,7 @@ use crate::http::limiter::RateLimits;
 use crate::runtime::Runtime;
 use crate::store::DynStore;
 use crate::store::group_commit::BatchObserver;
+use crate::store::spool::Spool;
 use crate::store::writers::Writers;
 use crate::telemetry::metrics::Metrics;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     /// Verifications and shadow calls that run on after their connection; shutdown waits for
     /// them.
     pub background: TaskTracker,
+    /// The local spool of results the database could not take (none: they are lost).
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
             metrics,
             identity: Default::default(),
             background: TaskTracker::new(),
+            spool: None,
         }
     }
 
@@ -62,6 +66,7 @@ impl AppState {
             metrics: self.metrics.clone(),
             identity: self.identity.clone(),
             background: self.background.clone(),
+            spool: self.spool.clone(),
         }
     }
 

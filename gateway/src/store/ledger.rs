@@ -41,7 +41,7 @@ pub enum ReserveOutcome {
 }
 
 /// What a settled reservation becomes: `charged` is kept, the rest goes back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Settlement {
     pub reservation_id: Uuid,
     pub tenant_id: String,
@@ -50,7 +50,7 @@ pub struct Settlement {
 }
 
 /// The stored answer of a request that carried an `Idempotency-Key`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IdempotentAnswer {
     pub tenant_id: String,
     pub key: String,
@@ -59,7 +59,7 @@ pub struct IdempotentAnswer {
 }
 
 /// One verification's results, committed together with others in one transaction.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResultWrite {
     pub verification: VerificationRecord,
     pub attempts: Vec<AttemptRecord>,

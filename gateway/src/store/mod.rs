@@ -6,6 +6,7 @@ pub mod group_commit;
 pub mod identity;
 pub mod ledger;
 mod postgres;
+pub mod spool;
 mod sql;
 mod sqlite;
 mod verifications;
@@ -76,7 +77,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// One verification as stored: the answer, or the failure, of one authenticated request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VerificationRecord {
     pub id: Uuid,
     pub tenant_id: String,
@@ -112,7 +113,7 @@ pub struct VerificationRecord {
 }
 
 /// One call to one provider on behalf of a verification.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttemptRecord {
     pub verification_id: Uuid,
     pub attempt_no: i32,

@@ -188,15 +188,11 @@ impl Cut {
     }
 }
 
-/// Postgres away for 1.5 s under steady load: only 200 and 503 `store_unavailable` (with
-/// `Retry-After`) answers, `/readyz` not ready meanwhile and ready again by itself, every 200
-/// stored, every vendor verdict stored, nothing charged twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_answers_503_and_loses_no_paid_verdict() {
+/// A Postgres store (its own schema) reached through a [`Cut`]; `None` (skipped) without a
+/// Postgres outside CI.
+async fn proxied_store() -> Option<(Cut, livegate::store::DynStore)> {
     let pg = postgres_url();
-    let Some(rest) = pg.split_once("@").map(|(_, r)| r.to_owned()) else {
-        panic!("LIVEGATE_TEST_POSTGRES_URL must name a host: {pg}");
-    };
+    let rest = pg.split_once('@').map(|(_, r)| r.to_owned())?;
     let host = rest
         .split('/')
         .next()
@@ -209,13 +205,24 @@ async fn a_database_outage_answers_503_and_loses_no_paid_verdict() {
         Ok(s) => s,
         Err(e) if std::env::var_os("CI").is_none() => {
             eprintln!("SKIPPED: Postgres not reachable ({e}); set CI=1 to make this fatal");
-            return;
+            return None;
         }
         Err(e) => panic!("Postgres is required under CI: {e}"),
     };
     let store: livegate::store::DynStore = std::sync::Arc::new(store);
     store.migrate().await.expect("migrate");
-    let h = Harness::start_on(store, yaml, Default::default()).await;
+    Some((cut, store))
+}
+
+/// Postgres away for 1.5 s under steady load: only 200 and 503 `store_unavailable` (with
+/// `Retry-After`) answers, `/readyz` not ready meanwhile and ready again by itself, every 200
+/// stored, every vendor verdict stored, nothing charged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_and_loses_no_paid_verdict() {
+    let Some((cut, store)) = proxied_store().await else {
+        return;
+    };
+    let h = Harness::start_on(store, yaml, Default::default(), None).await;
     h.sim_rule(json!({"delay_ms": 200, "score": 0.95})).await;
 
     let started = Instant::now();
@@ -388,4 +395,86 @@ tenants:
             "{attempts:?}\n{logs}"
         );
     }
+}
+
+/// Postgres away for longer than the commit grace: the verdicts already paid for are answered
+/// (200) from the local spool and committed, once each, when the database returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_spools_paid_verdicts_until_the_database_returns() {
+    let Some((cut, store)) = proxied_store().await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("lg-spool-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let spool = std::sync::Arc::new(livegate::store::spool::Spool::new(
+        dir.join("spool.jsonl"),
+        100,
+    ));
+    livegate::store::spool::spawn_replayer(
+        spool.clone(),
+        store.clone(),
+        Duration::from_millis(200),
+    );
+    let short_grace = |u: &SimUrls| {
+        yaml(u).replace(
+            "idempotency_wait_ms: 200",
+            "idempotency_wait_ms: 200, commit_grace_ms: 300",
+        )
+    };
+    let h = Harness::start_on(store, short_grace, Default::default(), Some(spool.clone())).await;
+    h.sim_rule(json!({"delay_ms": 400, "score": 0.95})).await;
+    const PAID: usize = 3;
+    let calls: Vec<_> = (0..PAID)
+        .map(|i| {
+            let form = reqwest::multipart::Form::new().part(
+                "image",
+                reqwest::multipart::Part::bytes(jpeg(u8::try_from(i).expect("small") + 100))
+                    .file_name("s.jpg"),
+            );
+            let call = h
+                .client
+                .post(h.url("/v1/liveness"))
+                .bearer_auth(QUITTER_KEY)
+                .multipart(form);
+            tokio::spawn(Harness::call(call))
+        })
+        .collect();
+    // The credits are reserved; the vendor is answering when the database goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cut.cut();
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(c.await.expect("join"));
+    }
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(spool.len().await.expect("spool"), PAID);
+    cut.restore();
+
+    // The replayer commits them when the database is back.
+    let back = Instant::now();
+    while spool.len().await.expect("spool") > 0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "the spool never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = all_rows(&h.store, "quitter").await;
+    for r in &answers {
+        assert!(
+            rows.iter().any(|row| row.id.to_string() == r.body["id"]),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(rows.len(), PAID);
+    let mut attempts = 0;
+    for r in &rows {
+        attempts += h.store.attempts(r.id).await.expect("attempts").len();
+    }
+    assert_eq!(h.sim_requests().await.len(), attempts);
+    let charged = i64::try_from(PAID).expect("count") * COST;
+    assert_ledger(&h.store, "quitter", INITIAL - charged).await;
 }

@@ -200,7 +200,7 @@ impl Harness {
         search: livegate_engine::search::IndexOptions,
     ) -> Option<Harness> {
         let store = open_store(backend).await?;
-        Some(Self::start_on(store, yaml, search).await)
+        Some(Self::start_on(store, yaml, search, None).await)
     }
 
     /// On a store the test opened itself (e.g. through a proxy it can cut).
@@ -208,6 +208,7 @@ impl Harness {
         store: DynStore,
         yaml: impl FnOnce(&SimUrls) -> String,
         search: livegate_engine::search::IndexOptions,
+        spool: Option<Arc<livegate::store::spool::Spool>>,
     ) -> Harness {
         use livegate_simulators as sims;
         let url = |a: std::net::SocketAddr| format!("http://{a}");
@@ -229,6 +230,7 @@ impl Harness {
         let runtime = Runtime::build(config, None).expect("runtime");
         let mut state = AppState::new(runtime, store.clone());
         state.identity = std::sync::Arc::new(livegate::check::faces::Identity::new(search));
+        state.spool = spool;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
