@@ -273,6 +273,7 @@ mod ledger_cases {
             }),
             idempotency: None,
             idempotency_forget: None,
+            face: None,
         };
         s.commit_results(&[write(&v1, &reqs[0], 1)])
             .await
@@ -373,6 +374,7 @@ mod ledger_cases {
                 response: "{\"id\":1}".into(),
             }),
             idempotency_forget: None,
+            face: None,
         }])
         .await
         .expect("commit");
@@ -433,6 +435,7 @@ mod ledger_cases {
                 response: body.into(),
             }),
             idempotency_forget: None,
+            face: None,
         };
         assert_eq!(
             s.idem_claim(&claim(late.id, -1)).await.expect("first"),
@@ -475,6 +478,29 @@ mod ledger_cases {
     }
 }
 
+/// A kept face is written in the results' transaction, with its verification.
+pub async fn a_kept_face_is_written_with_its_verification(s: DynStore) {
+    use livegate::store::ledger::{KeptFace, ResultWrite};
+    let v = record("a", Some("approved"), Utc::now());
+    s.commit_results(&[ResultWrite {
+        verification: v.clone(),
+        attempts: vec![],
+        settlement: None,
+        idempotency: None,
+        idempotency_forget: None,
+        face: Some(KeptFace {
+            embedding: vec![0.5, -0.5, 0.25, 1.0],
+            approved: true,
+        }),
+    }])
+    .await
+    .expect("commit");
+    let face = s.verification_face("a", v.id).await.expect("face");
+    assert_eq!(face.embedding, vec![0.5, -0.5, 0.25, 1.0]);
+    assert!(face.approved);
+    assert_eq!(face.verification_id, v.id);
+}
+
 use ledger_cases::{
     a_batch_reserves_in_order, a_taken_over_key_is_completed_only_by_its_holder,
     accounts_open_once, adjustments_need_an_account, idempotency_keys_claim_replay_and_expire,
@@ -508,4 +534,5 @@ conformance!(
     adjustments_need_an_account,
     idempotency_keys_claim_replay_and_expire,
     a_taken_over_key_is_completed_only_by_its_holder,
+    a_kept_face_is_written_with_its_verification,
 );

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use livegate_engine::search::{FaceIndex, IndexOptions};
 use livegate_engine::{EMBEDDING_DIM, Engine, cosine};
 use livegate_providers::{ImageInput, ProviderAnswer, Warning, WarningCode};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::check::decide::{self, Decision, Judgement};
@@ -24,7 +24,7 @@ use crate::config::face_checks::MatchThresholds;
 use crate::config::face_checks::{FaceChecks, RawFaceCheck, RawThresholds};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::DynStore;
-use crate::store::identity::NewFace;
+use crate::store::ledger::KeptFace;
 
 /// The in-memory part: the engine, and each tenant's index of approved faces, read
 /// incrementally from the store (rows after the last `seq` seen), so several gateways on one
@@ -40,6 +40,24 @@ pub struct Identity {
     /// One tenant's face checks run one at a time, from the search to the stored embedding:
     /// two selfies of the same face at once cannot both find the other missing.
     turns: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// A judgement after the face checks, with the face to keep and the tenant's turn: the turn
+/// is held until the face is committed with its verification, so the next check sees it.
+pub struct Reviewed {
+    pub judgement: Judgement,
+    pub face: Option<KeptFace>,
+    pub turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Reviewed {
+    fn unchecked(judgement: Judgement) -> Self {
+        Self {
+            judgement,
+            face: None,
+            turn: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -108,16 +126,16 @@ impl Identity {
 
     /// Applies the tenant's face checks to a judgement: blocklist for every face, duplicates
     /// for faces the policy approved; warnings found are added to the provider's answer and
-    /// the policy decides again. Keeps the face's embedding for later checks.
+    /// the policy decides again. The face's embedding is to be kept for later checks.
     pub async fn review(
         &self,
         store: &DynStore,
         s: Subject<'_>,
         judgement: Judgement,
-    ) -> Result<Judgement, ApiError> {
+    ) -> Result<Reviewed, ApiError> {
         let checks = &s.tenant.face_checks;
         if !checks.enabled() || s.answer.faces_detected == 0 {
-            return Ok(judgement);
+            return Ok(Reviewed::unchecked(judgement));
         }
         let engine = engine(s.models_dir.clone()).await?;
         let img = Arc::clone(&s.image.decoded);
@@ -128,14 +146,14 @@ impl Identity {
                 .map_err(ApiError::internal)?;
         // The provider saw a face the engine does not: nothing to match.
         let Some(embedding) = embedded.1 else {
-            return Ok(judgement);
+            return Ok(Reviewed::unchecked(judgement));
         };
         let vector = embedding.vector;
         let turn = {
             let mut turns = self.turns.lock().await;
             Arc::clone(turns.entry(s.tenant.id.clone()).or_default())
         };
-        let _turn = turn.lock().await;
+        let turn = turn.lock_owned().await;
 
         let mut found = Vec::new();
         if let Some(t) = &checks.blocklist {
@@ -173,18 +191,15 @@ impl Identity {
             answer.warnings.extend(found);
             decide::decide(s.tenant, s.threshold, &answer)
         };
-        store
-            .insert_verification_face(
-                &s.tenant.id,
-                &NewFace {
-                    verification_id: s.verification_id,
-                    embedding: &vector,
-                    approved: judgement.decision == Decision::Approved,
-                },
-            )
-            .await
-            .map_err(ApiError::store)?;
-        Ok(judgement)
+        let face = KeptFace {
+            approved: judgement.decision == Decision::Approved,
+            embedding: vector,
+        };
+        Ok(Reviewed {
+            judgement,
+            face: Some(face),
+            turn: Some(turn),
+        })
     }
 
     /// The tenant's most similar approved face, after reading the rows stored since the last

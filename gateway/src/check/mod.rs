@@ -242,7 +242,7 @@ async fn judge(
     req: Request<'_>,
     image: &ImageInput,
     routed: &Routed,
-    draft: &Draft,
+    draft: &mut Draft,
 ) -> Result<Judgement, ApiError> {
     let threshold = draft.record.threshold;
     let span = telemetry::policy_span();
@@ -255,11 +255,13 @@ async fn judge(
         verification_id: draft.record.id,
         models_dir: req.runtime.config.models_dir.clone(),
     };
-    let judgement = services
+    let reviewed = services
         .identity
         .review(&services.store, subject, judgement)
         .instrument(span.clone())
         .await?;
-    span.record("decision", judgement.decision.as_str());
-    Ok(judgement)
+    draft.face = reviewed.face;
+    draft.face_turn = reviewed.turn;
+    span.record("decision", reviewed.judgement.decision.as_str());
+    Ok(reviewed.judgement)
 }

@@ -15,7 +15,7 @@ use crate::check::services::Services;
 use crate::check::verdict::{CreditsUsed, Verification};
 use crate::config::Tenant;
 use crate::error::{ApiError, current_request_id};
-use crate::store::ledger::{IdempotentAnswer, ResultWrite};
+use crate::store::ledger::{IdempotentAnswer, KeptFace, ResultWrite};
 use crate::store::{AttemptRecord, StoreError, VerificationRecord};
 use crate::telemetry;
 use crate::telemetry::metrics::Metrics;
@@ -28,6 +28,10 @@ pub struct Draft {
     pub reservation: Option<Reservation>,
     /// The `Idempotency-Key` this request holds.
     pub idempotency_key: Option<String>,
+    /// The face embedding to keep with the row, and the tenant's face-check turn, held until
+    /// the commit.
+    pub face: Option<KeptFace>,
+    pub face_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Draft {
@@ -66,6 +70,8 @@ impl Draft {
             shadows: Vec::new(),
             reservation: None,
             idempotency_key: None,
+            face: None,
+            face_turn: None,
         }
     }
 
@@ -263,6 +269,7 @@ pub async fn commit(
         settlement: draft.reservation.as_ref().map(|r| r.settle(charged)),
         idempotency,
         idempotency_forget,
+        face: draft.face.take(),
     };
     submit_results(services, write, grace)
         .instrument(telemetry::store_span(1 + attempts.len()))

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use livegate_engine::server::{embedding_from_bytes, embedding_to_bytes};
 use uuid::Uuid;
 
-use super::postgres::pgvector::literal;
+use super::postgres::pgvector::{Pgvector, literal};
 use super::sql::{Backend, Cols, Stmt};
 use super::{StoreError, StoreResult};
 use livegate_engine::EMBEDDING_DIM;
@@ -93,6 +93,36 @@ fn verification_face(r: &impl Cols) -> StoreResult<VerificationFace> {
 
 const FACE_COLUMNS: &str = "seq, verification_id, embedding, approved";
 
+/// The row of a verification's face; with pgvector the embedding also goes into the indexed
+/// vector column.
+pub(crate) fn insert_face(
+    pgvector: Option<&Pgvector>,
+    tenant_id: &str,
+    verification_id: Uuid,
+    embedding: &[f32],
+    approved: bool,
+) -> Stmt {
+    let indexed = pgvector.filter(|_| embedding.len() == EMBEDDING_DIM);
+    let (vec_column, vec_param) = match indexed {
+        Some(pgv) => (", embedding_vec", format!(", {}", pgv.param(6))),
+        None => ("", String::new()),
+    };
+    let sql = format!(
+        "INSERT INTO verification_faces (verification_id, tenant_id, embedding, \
+         approved, created_at{vec_column}) VALUES ($1, $2, $3, $4, $5{vec_param})"
+    );
+    let s = Stmt::new(sql)
+        .bind(verification_id)
+        .bind(tenant_id)
+        .bind(embedding_to_bytes(embedding))
+        .bind(approved)
+        .bind(Utc::now());
+    match indexed {
+        Some(_) => s.bind(literal(embedding)),
+        None => s,
+    }
+}
+
 #[async_trait]
 impl<B: Backend> IdentityStore for B {
     async fn insert_verification_face(
@@ -105,25 +135,13 @@ impl<B: Backend> IdentityStore for B {
             embedding,
             approved,
         } = *face;
-        // With pgvector the embedding also goes into the indexed vector column.
-        let indexed = self.pgvector().filter(|_| embedding.len() == EMBEDDING_DIM);
-        let (vec_column, vec_param) = match indexed {
-            Some(pgv) => (", embedding_vec", format!(", {}", pgv.param(6))),
-            None => ("", String::new()),
-        };
-        let sql = format!(
-            "INSERT INTO verification_faces (verification_id, tenant_id, embedding, \
-             approved, created_at{vec_column}) VALUES ($1, $2, $3, $4, $5{vec_param})"
+        let s = insert_face(
+            self.pgvector(),
+            tenant_id,
+            verification_id,
+            embedding,
+            approved,
         );
-        let mut s = Stmt::new(sql)
-            .bind(verification_id)
-            .bind(tenant_id)
-            .bind(embedding_to_bytes(embedding))
-            .bind(approved)
-            .bind(Utc::now());
-        if indexed.is_some() {
-            s = s.bind(literal(embedding));
-        }
         self.execute(s).await.map(drop)
     }
 

@@ -67,6 +67,16 @@ pub struct ResultWrite {
     pub idempotency: Option<IdempotentAnswer>,
     /// The key to forget (the request failed without a verdict, so a retry must run again).
     pub idempotency_forget: Option<(String, String)>,
+    /// The face embedding kept for the tenant's face checks, written with its verification.
+    #[serde(default)]
+    pub face: Option<KeptFace>,
+}
+
+/// A verification's face embedding, for later duplicate and blocklist checks.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KeptFace {
+    pub embedding: Vec<f32>,
+    pub approved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

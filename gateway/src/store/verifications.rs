@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::identity::insert_face;
 use super::ledger::ResultWrite;
-use super::sql::{Backend, Cols, Db, Stmt};
+use super::sql::{Backend, Cols, Stmt};
 use super::{AttemptRecord, ListFilter, Store, StoreResult, VerificationRecord, clamp_limit};
 
 pub(crate) const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
@@ -122,7 +123,7 @@ pub(crate) fn insert_statements<'a>(
 
 /// A write transaction holding the results' verification rows and attempts, the first part
 /// of every backend's `commit_results`; `None` for no results.
-pub(crate) async fn begin_results<D: Db>(
+pub(crate) async fn begin_results<D: Backend>(
     db: &D,
     writes: &[ResultWrite],
 ) -> StoreResult<Option<D::Tx>> {
@@ -130,10 +131,22 @@ pub(crate) async fn begin_results<D: Db>(
         return Ok(None);
     }
     let mut tx = db.begin().await?;
-    let rows = insert_statements(
+    let mut rows = insert_statements(
         writes.iter().map(|w| &w.verification),
         writes.iter().flat_map(|w| &w.attempts),
     );
+    // A kept face is written with its verification: never one without the other.
+    rows.extend(writes.iter().filter_map(|w| {
+        let v = &w.verification;
+        let f = w.face.as_ref()?;
+        Some(insert_face(
+            db.pgvector(),
+            &v.tenant_id,
+            v.id,
+            &f.embedding,
+            f.approved,
+        ))
+    }));
     D::run_all(&mut tx, rows).await?;
     Ok(Some(tx))
 }
