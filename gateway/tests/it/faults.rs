@@ -13,6 +13,7 @@ use crate::harness::{Harness, SimUrls, jpeg, postgres_url};
 
 const QUITTER_KEY: &str = "lg_test_quitter_key_4040";
 const PATIENT_KEY: &str = "lg_test_patient_key_4041";
+const LEAVER_KEY: &str = "lg_test_leaver_key_4042";
 const INITIAL: i64 = 1000;
 const COST: i64 = 2;
 
@@ -27,6 +28,10 @@ tenants:
     keys: ["{quitter}"]
     routing: {{ strategy: single, providers: [didit] }}
     credits: {{ initial: {INITIAL}, cost: {{ didit: {COST} }} }}
+  leaver:
+    keys: ["{leaver}"]
+    routing: {{ strategy: single, providers: [didit] }}
+    credits: {{ initial: {INITIAL}, cost: {{ didit: {COST} }} }}
   patient:
     keys: ["{patient}"]
     routing: {{ strategy: single, providers: [didit] }}
@@ -34,6 +39,7 @@ tenants:
         didit = u.didit,
         quitter = KeyHash::of_key(QUITTER_KEY),
         patient = KeyHash::of_key(PATIENT_KEY),
+        leaver = KeyHash::of_key(LEAVER_KEY),
     )
 }
 
@@ -78,13 +84,16 @@ async fn send_and_hang_up(addr: String, key: &str, idempotency_key: Option<&str>
 /// they had waited (row, settled credits, completed idempotency key, attempts), and the
 /// vendor's circuit stays closed for the tenant that waits.
 async fn abandoned_requests_finish_and_hurt_no_one(h: Harness) {
-    const ABANDONED: usize = 12;
+    // Per tenant; two tenants abandon at once.
+    const ABANDONED: usize = 100;
+    let tenants = [("quitter", QUITTER_KEY), ("leaver", LEAVER_KEY)];
     h.sim_rule(json!({"delay_ms": 700, "score": 0.95})).await;
     let addr = h.base.trim_start_matches("http://").to_owned();
     let calls: Vec<_> = (0..ABANDONED)
-        .map(|i| {
-            let key = (i == 0).then_some("abandoned-once");
-            tokio::spawn(send_and_hang_up(addr.clone(), QUITTER_KEY, key, jpeg(1)))
+        .flat_map(|i| tenants.map(|(_, key)| (i, key)))
+        .map(|(i, tenant_key)| {
+            let key = (i == 0 && tenant_key == QUITTER_KEY).then_some("abandoned-once");
+            tokio::spawn(send_and_hang_up(addr.clone(), tenant_key, key, jpeg(1)))
         })
         .collect();
     for c in calls {
@@ -93,25 +102,30 @@ async fn abandoned_requests_finish_and_hurt_no_one(h: Harness) {
 
     // The verifications finish on their own: every one leaves its row.
     let started = Instant::now();
-    while h.row_count("quitter").await < ABANDONED {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} of {ABANDONED} rows after 10 s",
-            h.row_count("quitter").await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for (tenant, _) in tenants {
+        while h.row_count(tenant).await < ABANDONED {
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "{tenant}: {} of {ABANDONED} rows after 40 s",
+                h.row_count(tenant).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-    let rows = all_rows(&h.store, "quitter").await;
     let mut attempts = 0;
-    for r in &rows {
-        assert_eq!(r.decision.as_deref(), Some("approved"), "{r:?}");
-        attempts += h.store.attempts(r.id).await.expect("attempts").len();
+    for (tenant, _) in tenants {
+        for r in &all_rows(&h.store, tenant).await {
+            assert_eq!(r.decision.as_deref(), Some("approved"), "{r:?}");
+            attempts += h.store.attempts(r.id).await.expect("attempts").len();
+        }
+        // Each abandoned verdict was charged once; no reservation is left held.
+        let charged = i64::try_from(ABANDONED).expect("count") * COST;
+        assert_ledger(&h.store, tenant, INITIAL - charged).await;
     }
-    // Every vendor call is an attempt row, and each abandoned verdict was charged once.
+    // Every vendor call is an attempt row.
     assert_eq!(h.sim_requests().await.len(), attempts);
-    assert_eq!(attempts, ABANDONED);
-    let charged = i64::try_from(ABANDONED).expect("count") * COST;
-    assert_ledger(&h.store, "quitter", INITIAL - charged).await;
+    assert_eq!(attempts, 2 * ABANDONED);
+    let rows = all_rows(&h.store, "quitter").await;
 
     // A retry of the abandoned request with its key replays the stored verdict.
     let replay = h
@@ -397,8 +411,8 @@ tenants:
     }
 }
 
-/// Postgres away for longer than the commit grace: the verdicts already paid for are answered
-/// (200) from the local spool and committed, once each, when the database returns.
+/// Postgres away for 10 s, longer than the commit grace: the verdicts already paid for are
+/// answered (200) from the local spool and committed, once each, when the database returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_spools_paid_verdicts_until_the_database_returns() {
     let Some((cut, store)) = proxied_store().await else {
@@ -442,6 +456,7 @@ async fn a_long_outage_spools_paid_verdicts_until_the_database_returns() {
     // The credits are reserved; the vendor is answering when the database goes.
     tokio::time::sleep(Duration::from_millis(200)).await;
     cut.cut();
+    let away = Instant::now();
     let mut answers = Vec::new();
     for c in calls {
         answers.push(c.await.expect("join"));
@@ -450,6 +465,8 @@ async fn a_long_outage_spools_paid_verdicts_until_the_database_returns() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
     assert_eq!(spool.len().await.expect("spool"), PAID);
+    // Away for 10 s in all, as a stopped server would be.
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(away.elapsed())).await;
     cut.restore();
 
     // The replayer commits them when the database is back.
