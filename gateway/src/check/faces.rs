@@ -24,6 +24,7 @@ use crate::config::face_checks::MatchThresholds;
 use crate::config::face_checks::{FaceChecks, RawFaceCheck, RawThresholds};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::DynStore;
+use crate::store::identity::FaceTurn;
 use crate::store::ledger::KeptFace;
 
 /// The in-memory part: the engine, and each tenant's index of approved faces, read
@@ -47,7 +48,20 @@ pub struct Identity {
 pub struct Reviewed {
     pub judgement: Judgement,
     pub face: Option<KeptFace>,
-    pub turn: Option<OwnedMutexGuard<()>>,
+    pub turn: Option<Turn>,
+}
+
+/// The tenant's turn at its face checks: this process's, then the database's (every instance
+/// on it).
+pub struct Turn {
+    _local: OwnedMutexGuard<()>,
+    shared: FaceTurn,
+}
+
+impl Turn {
+    pub async fn release(self) {
+        self.shared.release().await;
+    }
 }
 
 impl Reviewed {
@@ -153,7 +167,15 @@ impl Identity {
             let mut turns = self.turns.lock().await;
             Arc::clone(turns.entry(s.tenant.id.clone()).or_default())
         };
-        let turn = turn.lock_owned().await;
+        let local = turn.lock_owned().await;
+        let shared = store
+            .face_turn(&s.tenant.id)
+            .await
+            .map_err(ApiError::store)?;
+        let turn = Turn {
+            _local: local,
+            shared,
+        };
 
         let mut found = Vec::new();
         if let Some(t) = &checks.blocklist {

@@ -31,7 +31,7 @@ pub struct Draft {
     /// The face embedding to keep with the row, and the tenant's face-check turn, held until
     /// the commit.
     pub face: Option<KeptFace>,
-    pub face_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    pub face_turn: Option<crate::check::faces::Turn>,
 }
 
 impl Draft {
@@ -271,9 +271,14 @@ pub async fn commit(
         idempotency_forget,
         face: draft.face.take(),
     };
-    submit_results(services, write, grace)
+    let submitted = submit_results(services, write, grace)
         .instrument(telemetry::store_span(1 + attempts.len()))
-        .await?;
+        .await;
+    // The face is stored (or never will be): the tenant's next face check may run.
+    if let Some(turn) = draft.face_turn.take() {
+        turn.release().await;
+    }
+    submitted?;
     observe(&services.metrics, rec, &draft.attempts);
     if let Some(r) = &draft.reservation {
         services

@@ -29,6 +29,46 @@ pub struct NewFace<'a> {
     pub approved: bool,
 }
 
+/// A tenant's turn at its face checks across every instance sharing the database: held from
+/// the search to the commit of the face it found. On Postgres it is an advisory lock on a
+/// connection of its own; elsewhere a process-wide turn is enough (one SQLite writer).
+#[derive(Debug, Default)]
+pub struct FaceTurn {
+    held: Option<(sqlx::pool::PoolConnection<sqlx::Postgres>, String)>,
+}
+
+impl FaceTurn {
+    pub(crate) fn postgres(conn: sqlx::pool::PoolConnection<sqlx::Postgres>, key: String) -> Self {
+        Self {
+            held: Some((conn, key)),
+        }
+    }
+
+    /// Gives the turn back.
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.held.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // A connection that may still hold the lock must not go back to the pool.
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for FaceTurn {
+    fn drop(&mut self) {
+        // Not released (a failure on the way): closing the connection ends its session and
+        // so its lock.
+        if let Some((conn, _)) = self.held.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 /// A blocklisted face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockedFace {
@@ -64,6 +104,8 @@ pub trait IdentityStore: Send + Sync {
     async fn delete_blocked(&self, tenant_id: &str, verification_id: Uuid) -> StoreResult<()>;
     /// The tenant's whole blocklist, oldest first.
     async fn blocklist(&self, tenant_id: &str) -> StoreResult<Vec<BlockedFace>>;
+    /// Waits for the tenant's turn at its face checks (see [`FaceTurn`]).
+    async fn face_turn(&self, tenant_id: &str) -> StoreResult<FaceTurn>;
     /// True when the database searches embeddings itself (pgvector): a tenant's approved
     /// faces are then searched there once they are many.
     fn has_vector_index(&self) -> bool;
@@ -143,6 +185,10 @@ impl<B: Backend> IdentityStore for B {
             approved,
         );
         self.execute(s).await.map(drop)
+    }
+
+    async fn face_turn(&self, tenant_id: &str) -> StoreResult<FaceTurn> {
+        self.turn(&format!("livegate:faces:{tenant_id}")).await
     }
 
     fn has_vector_index(&self) -> bool {

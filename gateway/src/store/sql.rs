@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Decode, Postgres, Sqlite, Type};
 use uuid::Uuid;
 
+use super::identity::FaceTurn;
 use super::ledger::LedgerStore;
 use super::postgres::pgvector::Pgvector;
 use super::{StoreError, StoreResult};
@@ -176,6 +177,13 @@ pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
 
     fn pgvector(&self) -> Option<&Pgvector> {
         None
+    }
+
+    /// A turn named `key` that every instance on this database waits for; the default (one
+    /// process per database, as with SQLite) is no wait.
+    async fn turn(&self, key: &str) -> StoreResult<FaceTurn> {
+        let _ = key;
+        Ok(FaceTurn::default())
     }
 
     /// Runs a nearest-neighbour `sql` (`$1` scope, `$2` query vector, `$3` k) on the vector

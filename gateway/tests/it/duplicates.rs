@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::engine_server::{models_dir, sample};
 use crate::face_matching::photo;
-use crate::harness::{ACME_KEY, Harness, Reply, SimUrls};
+use crate::harness::{ACME_KEY, Harness, Reply, SimUrls, postgres_url};
 
 pub(crate) const DUP_KEY: &str = "lg_test_duplicates_tenant_0077";
 const ADMIN_KEY: &str = "lg_admin_identity_tests_0099";
@@ -88,25 +88,31 @@ crate::backend_matrix!(
 /// The same face twice at the same moment: one is new, the other its duplicate, however the
 /// two interleave.
 async fn two_identical_selfies_at_once_are_not_both_new(h: Harness) {
-    h.sim_rule(json!({"score": 0.97})).await;
+    same_face_at_once(&h, &h).await;
+}
+
+/// Each round sends one selfie to `a` and the same to `b` at once: the first round has
+/// nothing before it, so exactly one is new; later rounds repeat a known face.
+async fn same_face_at_once(a: &Harness, b: &Harness) {
+    a.sim_rule(json!({"score": 0.97})).await;
+    b.sim_rule(json!({"score": 0.97})).await;
     for round in 0..3 {
         let image = if round % 2 == 0 {
             photo("astronaut.jpg")
         } else {
             photo("astronaut_variant.jpg")
         };
-        let (a, b) = tokio::join!(
-            h.liveness(DUP_KEY, "image", image.clone(), &[]),
-            h.liveness(DUP_KEY, "image", image, &[]),
+        let (x, y) = tokio::join!(
+            a.liveness(DUP_KEY, "image", image.clone(), &[]),
+            b.liveness(DUP_KEY, "image", image, &[]),
         );
-        let clean = [&a, &b]
+        let clean = [&x, &y]
             .iter()
             .filter(|r| r.body["decision"] == "approved" && codes(r).is_empty())
             .count();
-        // The first round has nothing before it: exactly one is new. Later rounds repeat it.
         let expected = usize::from(round == 0);
-        assert_eq!(clean, expected, "round {round}: {} / {}", a.body, b.body);
-        for r in [&a, &b] {
+        assert_eq!(clean, expected, "round {round}: {} / {}", x.body, y.body);
+        for r in [&x, &y] {
             assert!(
                 codes(r).is_empty() || codes(r) == ["DUPLICATED_FACE"],
                 "{}",
@@ -114,6 +120,28 @@ async fn two_identical_selfies_at_once_are_not_both_new(h: Harness) {
             );
         }
     }
+}
+
+/// Two gateways on one Postgres: the tenant's turn is the database's, so they cannot both
+/// take the same face for new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_do_not_both_approve_one_face() {
+    let schema = format!("lg_test_{}", uuid::Uuid::new_v4().simple());
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        match livegate::store::PgStore::connect_in_schema(&postgres_url(), &schema).await {
+            Ok(s) => stores.push(std::sync::Arc::new(s) as livegate::store::DynStore),
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("SKIPPED: Postgres not reachable ({e}); set CI=1 to make this fatal");
+                return;
+            }
+            Err(e) => panic!("Postgres is required under CI: {e}"),
+        }
+    }
+    stores[0].migrate().await.expect("migrate");
+    let b = Harness::start_on(stores.remove(1), yaml, Default::default(), None).await;
+    let a = Harness::start_on(stores.remove(0), yaml, Default::default(), None).await;
+    same_face_at_once(&a, &b).await;
 }
 
 async fn same_face_twice_is_a_duplicate(h: Harness) {

@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
+use crate::store::identity::FaceTurn;
 use crate::store::sql::{Backend, Cols, Hits, Param, Plain, Stmt, sqlx_db};
 use crate::store::{StoreError, StoreResult};
 use pgvector::Pgvector;
@@ -23,6 +24,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections that hold advisory locks (face-check turns), apart so that waiting for a
+    /// turn never takes a connection the commits need.
+    locks: PgPool,
     /// Set by `migrate` when the server has pgvector (`pgvector.rs`).
     pgvector: Arc<OnceLock<Option<Pgvector>>>,
 }
@@ -58,10 +62,15 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
+        let locks = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy_with(opts);
         Ok(Self {
             pool,
+            locks,
             pgvector: Arc::default(),
         })
     }
@@ -108,6 +117,15 @@ impl Backend for PgStore {
 
     fn writers(&self) -> usize {
         4
+    }
+
+    async fn turn(&self, key: &str) -> StoreResult<FaceTurn> {
+        let mut conn = self.locks.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(FaceTurn::postgres(conn, key.to_owned()))
     }
 
     fn pgvector(&self) -> Option<&Pgvector> {
