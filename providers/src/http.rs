@@ -122,7 +122,12 @@ async fn read_body(resp: reqwest::Response) -> Result<String, ProviderError> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare upstream and ignored).
+/// The longest `Retry-After` taken from an upstream: anything longer says "not now" as well,
+/// and passing it on as is would tell tenants to come back in a geological age.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`] (the HTTP-date form is rare upstream
+/// and ignored).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -131,7 +136,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<u64>()
         .ok()
-        .map(Duration::from_secs)
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
 }
 
 /// What a status means when the vendor's own table says nothing more: the input is refused,
@@ -226,6 +231,18 @@ pub(crate) fn unit_decimal(t: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "18446744073709551615".parse().expect("value"),
+        );
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(reqwest::header::RETRY_AFTER, " 7 ".parse().expect("value"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
 
     #[test]
     fn unit_decimals_are_short_and_visibly_decimal() {

@@ -237,7 +237,11 @@ async fn try_chain(
                 continue 'providers;
             }
             let wait = backoff(retry, retry_after);
-            if Instant::now() + wait >= deadline {
+            // An absurd `Retry-After` must not overflow the clock: it is just too long.
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|t| t >= deadline)
+            {
                 // No time to wait for this provider (e.g. a long Retry-After): the
                 // next one in the chain may still answer within the deadline.
                 continue 'providers;

@@ -495,3 +495,32 @@ async fn a_long_outage_spools_paid_verdicts_until_the_database_returns() {
     let charged = i64::try_from(PAID).expect("count") * COST;
     assert_ledger(&h.store, "quitter", INITIAL - charged).await;
 }
+
+/// A vendor's absurd `Retry-After` (u64::MAX seconds) with retries on: no overflow, a 503 that
+/// passes on a bounded `Retry-After`, and the row stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_is_bounded() {
+    let retrying = |u: &SimUrls| {
+        yaml(u).replace(
+            "timeout_ms: 3000, circuit_breaker: { failures: 3 }",
+            "timeout_ms: 3000, retries: 1, circuit_breaker: { failures: 3 }",
+        )
+    };
+    let Some(h) = Harness::start_with(crate::harness::Backend::Sqlite, retrying).await else {
+        return;
+    };
+    h.sim_rule(json!({"status": 429, "retry_after": u64::MAX}))
+        .await;
+    let r = h.liveness(PATIENT_KEY, "image", jpeg(1), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["code"], "provider_rate_limited", "{}", r.body);
+    let retry_after: u64 = r.headers["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    let (row, attempts) = h.last_row("patient").await;
+    assert_eq!(row.error_code.as_deref(), Some("provider_rate_limited"));
+    assert_eq!(attempts.len(), 1);
+}
