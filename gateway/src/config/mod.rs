@@ -311,6 +311,20 @@ tenants:
     }
 
     #[test]
+    fn a_rate_below_one_call_a_day_is_refused() {
+        let text = EXAMPLE.replace("timeout_ms: 5000", "timeout_ms: 5000, max_rps: 1e-300");
+        let ConfigError::Invalid(p) = Config::parse(&text, &env).expect_err("invalid") else {
+            panic!()
+        };
+        assert!(
+            p.iter().any(|p| p.path == "providers.didit.max_rps"),
+            "{p:?}"
+        );
+        let daily = EXAMPLE.replace("timeout_ms: 5000", "timeout_ms: 5000, max_rps: 0.0001");
+        Config::parse(&daily, &env).expect("a slow limit is fine");
+    }
+
+    #[test]
     fn reservations_must_outlive_every_deadline() {
         let text = format!(
             "{EXAMPLE}    \n  slow:\n    keys: [\"sha256:{}\"]\n    routing: {{ strategy: single, providers: [didit], deadline_ms: 200000 }}\n",

@@ -77,6 +77,9 @@ impl ProviderKind {
     }
 }
 
+/// The slowest outbound rate a provider may be limited to: one call a day.
+const MIN_RPS: f64 = 1.0 / 86_400.0;
+
 /// The keys every kind shares; everything else in an entry belongs to its kind.
 const SHARED: [&str; 5] = [
     "timeout_ms",
@@ -244,10 +247,11 @@ fn resilience(raw: Shared, path: &str, problems: &mut Vec<Problem>) -> Resilienc
         resilience.retries = r;
     }
     if let Some(rps) = raw.max_rps {
-        if !(rps.is_finite() && rps > 0.0) {
+        // Below one call a day a limit is a typo, and its period would not fit a clock.
+        if !(rps.is_finite() && rps >= MIN_RPS) {
             problems.push(problem(
                 format!("{path}.max_rps"),
-                "must be a number greater than 0",
+                "must be a number of calls a second of at least one a day (0.0000116)",
             ));
         }
         resilience.max_rps = Some(rps);

@@ -192,7 +192,7 @@ impl Guarded {
             let quota = if rps >= 1.0 {
                 Quota::per_second(NonZeroU32::new(rps.round() as u32)?)
             } else {
-                Quota::with_period(Duration::from_secs_f64(1.0 / rps))?
+                Quota::with_period(Duration::try_from_secs_f64(1.0 / rps).ok()?)?
             };
             Some(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN)))
         });
@@ -304,6 +304,19 @@ mod tests {
         }
     }
 
+    fn silent() -> Silent {
+        Silent(livegate_providers::Profile {
+            name: "silent".into(),
+            kind: "didit",
+            capabilities: livegate_providers::Capabilities {
+                formats: vec![livegate_providers::ImageFormat::Jpeg],
+                min_side: 1,
+                max_side: 10,
+                max_bytes: 10,
+            },
+        })
+    }
+
     fn request() -> CheckRequest {
         let decoded = image::DynamicImage::new_rgb8(1, 1);
         CheckRequest {
@@ -323,16 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_providers_own_timeout_counts_against_it() {
-        let silent = Silent(livegate_providers::Profile {
-            name: "silent".into(),
-            kind: "didit",
-            capabilities: livegate_providers::Capabilities {
-                formats: vec![livegate_providers::ImageFormat::Jpeg],
-                min_side: 1,
-                max_side: 10,
-                max_bytes: 10,
-            },
-        });
+        let silent = silent();
         let resilience = Resilience {
             breaker_failures: 1,
             ..Resilience::default()
@@ -348,6 +352,16 @@ mod tests {
         let e = g.call(&request(), later).await.expect_err("timed out");
         assert_eq!(e.kind, ErrorKind::Timeout);
         assert_eq!(g.breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_rate_too_slow_for_the_clock_does_not_panic() {
+        let r = Resilience {
+            max_rps: Some(1e-300),
+            ..Resilience::default()
+        };
+        let g = Guarded::new(Arc::new(silent()), Duration::from_millis(10), &r);
+        assert!(g.rate.is_none());
     }
 
     #[test]
