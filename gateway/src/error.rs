@@ -170,12 +170,24 @@ pub struct ApiError {
     pub balance: Option<i64>,
 }
 
+/// The longest `detail` an answer (and the stored row) carries: a detail can quote what a
+/// client or a vendor sent, and neither may make livegate echo or store megabytes.
+pub const MAX_DETAIL_CHARS: usize = 1000;
+
+/// `detail` cut to [`MAX_DETAIL_CHARS`] characters, marked when cut.
+fn bounded(detail: String) -> String {
+    match detail.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((at, _)) => format!("{}… (cut)", &detail[..at]),
+        None => detail,
+    }
+}
+
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
             status: code.status(),
             code,
-            detail: detail.into(),
+            detail: bounded(detail.into()),
             provider: None,
             retry_after: None,
             balance: None,
@@ -221,7 +233,7 @@ impl ApiError {
         Self {
             status: code.status(),
             code,
-            detail: format!("provider {provider}: {}", e.message),
+            detail: bounded(format!("provider {provider}: {}", e.message)),
             provider: Some(provider.to_owned()),
             retry_after: e.retry_after.map(|d| d.as_secs().max(1)),
             balance: None,
@@ -276,6 +288,14 @@ impl From<crate::store::StoreError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_are_cut_on_a_character_boundary() {
+        let long = bounded("é".repeat(MAX_DETAIL_CHARS + 5));
+        assert!(long.starts_with(&"é".repeat(MAX_DETAIL_CHARS)));
+        assert!(long.ends_with("… (cut)"));
+        assert_eq!(bounded("short".into()), "short");
+    }
 
     #[test]
     fn slugs_are_unique_snake_case_and_provider_codes_match_the_adapters() {

@@ -524,3 +524,37 @@ async fn an_absurd_retry_after_is_bounded() {
     assert_eq!(row.error_code.as_deref(), Some("provider_rate_limited"));
     assert_eq!(attempts.len(), 1);
 }
+
+/// A client's megabytes quoted back in an error: the answer's `detail` and the stored
+/// `error_detail` stay short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_details_are_bounded() {
+    let Some(h) = Harness::start_with(crate::harness::Backend::Sqlite, yaml).await else {
+        return;
+    };
+    let huge = "x".repeat(200_000);
+    // The oversized value comes first, so the parser's complaint quotes it.
+    let body = format!(r#"{{"threshold": "{huge}", "image_base64": 12}}"#);
+    let r = Harness::call(
+        h.client
+            .post(h.url("/v1/liveness"))
+            .bearer_auth(PATIENT_KEY)
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body.to_string().len());
+    let detail = r.body["detail"].as_str().expect("detail");
+    assert!(
+        detail.chars().count() <= 1010,
+        "{} characters",
+        detail.len()
+    );
+    let (row, _) = h.last_row("patient").await;
+    let stored = row.error_detail.expect("stored detail");
+    assert!(
+        stored.chars().count() <= 1010,
+        "{} characters stored",
+        stored.len()
+    );
+}
