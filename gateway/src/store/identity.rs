@@ -21,14 +21,6 @@ pub struct VerificationFace {
     pub approved: bool,
 }
 
-/// A verification's face to keep.
-#[derive(Debug, Clone, Copy)]
-pub struct NewFace<'a> {
-    pub verification_id: Uuid,
-    pub embedding: &'a [f32],
-    pub approved: bool,
-}
-
 /// A tenant's turn at its face checks across every instance sharing the database: held from
 /// the search to the commit of the face it found. On Postgres it is an advisory lock on a
 /// connection of its own; elsewhere a process-wide turn is enough (one SQLite writer).
@@ -80,12 +72,6 @@ pub struct BlockedFace {
 
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
-    /// Keeps the embedding of a verification's face.
-    async fn insert_verification_face(
-        &self,
-        tenant_id: &str,
-        face: &NewFace<'_>,
-    ) -> StoreResult<()>;
     /// The tenant's approved faces stored after `after_seq`, in `seq` order.
     async fn approved_faces_after(
         &self,
@@ -167,26 +153,6 @@ pub(crate) fn insert_face(
 
 #[async_trait]
 impl<B: Backend> IdentityStore for B {
-    async fn insert_verification_face(
-        &self,
-        tenant_id: &str,
-        face: &NewFace<'_>,
-    ) -> StoreResult<()> {
-        let NewFace {
-            verification_id,
-            embedding,
-            approved,
-        } = *face;
-        let s = insert_face(
-            self.pgvector(),
-            tenant_id,
-            verification_id,
-            embedding,
-            approved,
-        );
-        self.execute(s).await.map(drop)
-    }
-
     async fn face_turn(&self, tenant_id: &str) -> StoreResult<FaceTurn> {
         self.turn(&format!("livegate:faces:{tenant_id}")).await
     }
