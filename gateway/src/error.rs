@@ -1,6 +1,8 @@
 //! RFC 9457 problem details: the one error type every handler returns. Internal failures are
 //! logged and rendered opaque; client errors carry a stable machine `code`.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -79,7 +81,9 @@ error_codes! {
     IdempotencyKeyReused = (UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
     ImageMissing = (BAD_REQUEST, "image_missing"),
     ImageTooLarge = (PAYLOAD_TOO_LARGE, "image_too_large"),
+    ImageTooLargeDecoded = (BAD_REQUEST, "image_too_large_decoded"),
     ImageTooManyPixels = (BAD_REQUEST, "image_too_many_pixels"),
+    ImageTruncated = (BAD_REQUEST, "image_truncated"),
     ImageUndecodable = (BAD_REQUEST, "image_undecodable"),
     InsufficientCredits = (PAYMENT_REQUIRED, "insufficient_credits"),
     InternalError = (INTERNAL_SERVER_ERROR, "internal_error"),
@@ -101,8 +105,10 @@ error_codes! {
     InvalidThreshold = (BAD_REQUEST, "invalid_threshold"),
     MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed"),
     NotFound = (NOT_FOUND, "not_found"),
+    Overloaded = (SERVICE_UNAVAILABLE, "overloaded"),
     ProviderOverrideNotAllowed = (BAD_REQUEST, "provider_override_not_allowed"),
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited"),
+    RequestTimeout = (REQUEST_TIMEOUT, "request_timeout"),
     StoreUnavailable = (SERVICE_UNAVAILABLE, "store_unavailable"),
     TenantUnmetered = (CONFLICT, "tenant_unmetered"),
     ThresholdBelowTenant = (BAD_REQUEST, "threshold_below_tenant"),
@@ -152,6 +158,29 @@ impl ErrorCode {
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Why a request body stopped: it stalled, or it took longer than the request may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyTimeout {
+    #[error("the request body stalled for longer than {0:?}")]
+    Idle(Duration),
+    #[error("the request did not arrive within {0:?}")]
+    Request(Duration),
+}
+
+impl BodyTimeout {
+    /// The timeout behind a body read error, however deep the error wraps it.
+    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<BodyTimeout> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(t) = e.downcast_ref::<BodyTimeout>() {
+                return Some(*t);
+            }
+            cur = e.source();
+        }
+        None
     }
 }
 
@@ -225,6 +254,24 @@ impl ApiError {
                 err
             }
             other => Self::internal(other),
+        }
+    }
+
+    /// More work than this process takes at once: refused at once, to be retried shortly.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        let mut err = Self::new(ErrorCode::Overloaded, detail);
+        err.retry_after = Some(1);
+        err
+    }
+
+    /// A request body that failed to arrive: 408 when it was too slow, 400 otherwise.
+    pub fn body_read(err: &(dyn std::error::Error + 'static)) -> Self {
+        match BodyTimeout::find(err) {
+            Some(t) => Self::new(ErrorCode::RequestTimeout, t.to_string()),
+            None => Self::new(
+                ErrorCode::InvalidRequest,
+                format!("reading the request body failed: {err}"),
+            ),
         }
     }
 

@@ -28,12 +28,21 @@ pub struct Settings {
     pub save_api_request: bool,
     #[serde(default)]
     pub rotate_image: Option<bool>,
+    /// Allow a plain `http://` base URL to a host that is not loopback: credentials and
+    /// selfies then cross the network in clear. Off by default.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 impl Settings {
     /// A Didit entry needs an http(s) `base_url` and a non-empty `api_key`.
     pub fn problems(&self) -> Vec<SettingProblem> {
-        url_and_secret(&self.base_url, "api_key", &self.api_key)
+        url_and_secret(
+            &self.base_url,
+            self.allow_insecure_http,
+            "api_key",
+            &self.api_key,
+        )
     }
 }
 

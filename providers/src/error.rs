@@ -108,11 +108,22 @@ impl ErrorKind {
     }
 }
 
+/// The longest message a provider error carries: a summary for the tenant's answer and the
+/// attempt row; the vendor's whole body stays in `raw_body`.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+fn summary(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &message[..at]),
+        None => message,
+    }
+}
+
 impl ProviderError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: summary(message.into()),
             status: None,
             raw_body: None,
             retry_after: None,
@@ -156,5 +167,17 @@ fn without_url(err: &reqwest::Error) -> String {
         "request failed".into()
     } else {
         owned
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn a_vendor_essay_becomes_a_summary() {
+        let e = ProviderError::new(ErrorKind::BadInput, "é".repeat(10_000));
+        assert_eq!(e.message.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(e.message.ends_with('…'));
     }
 }

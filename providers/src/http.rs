@@ -41,6 +41,9 @@ impl HttpClient {
 
     fn build(builder: reqwest::ClientBuilder) -> Result<Self, ProviderError> {
         builder
+            // A redirect would carry the vendor's credential header to wherever it points;
+            // livegate follows none, and a 3xx is a bad answer.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("livegate/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -159,6 +162,10 @@ pub(crate) fn classify_status(status: u16, vendor: &str, detail: Option<&str>) -
         500..=599 => (
             ErrorKind::Unavailable,
             with_detail(format!("{vendor} failed with HTTP {status}")),
+        ),
+        300..=399 => (
+            ErrorKind::BadResponse,
+            format!("{vendor} answered with a redirect (HTTP {status}); livegate follows none"),
         ),
         _ => (
             ErrorKind::BadResponse,

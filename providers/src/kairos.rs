@@ -43,6 +43,10 @@ pub struct Settings {
     pub app_key: Secret,
     #[serde(default)]
     pub header_style: HeaderStyle,
+    /// Allow a plain `http://` base URL to a host that is not loopback: credentials and
+    /// selfies then cross the network in clear. Off by default.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 fn default_path() -> String {
@@ -60,13 +64,14 @@ impl Settings {
             app_id,
             app_key,
             header_style: HeaderStyle::default(),
+            allow_insecure_http: false,
         }
     }
 
     /// What is wrong with settings that parsed, by field.
     pub fn problems(&self) -> Vec<SettingProblem> {
         let mut p = Vec::new();
-        check_url("base_url", &self.base_url, &mut p);
+        check_url("base_url", &self.base_url, self.allow_insecure_http, &mut p);
         check_secret("app_id", &self.app_id, &mut p);
         check_secret("app_key", &self.app_key, &mut p);
         if !self.path.starts_with('/') {

@@ -4,6 +4,7 @@
 
 mod error;
 mod image_input;
+pub mod image_structure;
 mod model;
 mod secret;
 mod settings;

@@ -3,8 +3,16 @@
 //! with a different request is refused (422); a repeat while the first still runs waits for it,
 //! up to a bound (then 409). Only verdicts are kept: a request that failed releases its key, so
 //! retrying it runs again. Keys live 24 hours.
+//!
+//! A waiter is woken when a request of this instance ends its key ([`Waiters`]); for a holder
+//! on another instance it looks again after a growing pause (25 ms up to 1 s), so a crowd of
+//! waiters costs the database little.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
@@ -16,7 +24,56 @@ use crate::store::ledger::{IdemClaim, IdemClaimRequest};
 
 pub const HEADER: &str = "idempotency-key";
 pub const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-const POLL: Duration = Duration::from_millis(25);
+const FIRST_LOOK: Duration = Duration::from_millis(25);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+/// Requests waiting for a key held by a request of this instance, woken when it ends.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    keys: std::sync::Mutex<HashMap<(String, String), Arc<Notify>>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Notify>>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn listen(&self, tenant: &str, key: &str) -> Arc<Notify> {
+        self.lock()
+            .entry((tenant.to_owned(), key.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// The request holding `key` ended (its answer is stored, or the key released).
+    pub fn done(&self, tenant: &str, key: &str) {
+        if let Some(n) = self.lock().remove(&(tenant.to_owned(), key.to_owned())) {
+            n.notify_waiters();
+        }
+    }
+
+    /// A waiter gave up or got its answer: forget the key unless someone else waits on it.
+    fn leave(&self, tenant: &str, key: &str, mine: Arc<Notify>) {
+        let mut keys = self.lock();
+        let k = (tenant.to_owned(), key.to_owned());
+        // The map's reference and `mine` are the only ones left.
+        if keys
+            .get(&k)
+            .is_some_and(|n| Arc::ptr_eq(n, &mine) && Arc::strong_count(n) == 2)
+        {
+            keys.remove(&k);
+        }
+    }
+
+    /// Keys waited on now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The caller's key, checked: 1-255 visible ASCII characters.
 pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -60,8 +117,37 @@ fn mismatch() -> ApiError {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn begin(
     store: &DynStore,
+    waiters: &Waiters,
+    tenant_id: &str,
+    key: &str,
+    request_hash: &str,
+    owner: uuid::Uuid,
+    lock_for: Duration,
+    wait: Duration,
+) -> Result<Begin, ApiError> {
+    let wake = waiters.listen(tenant_id, key);
+    let outcome = claim_or_wait(
+        store,
+        &wake,
+        tenant_id,
+        key,
+        request_hash,
+        owner,
+        lock_for,
+        wait,
+    )
+    .await;
+    waiters.leave(tenant_id, key, wake);
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn claim_or_wait(
+    store: &DynStore,
+    wake: &Notify,
     tenant_id: &str,
     key: &str,
     request_hash: &str,
@@ -70,7 +156,12 @@ pub async fn begin(
     wait: Duration,
 ) -> Result<Begin, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = FIRST_LOOK;
     loop {
+        // Listening before looking, so an end between the look and the wait is not missed.
+        let woken = wake.notified();
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
         let now = Utc::now();
         let req = IdemClaimRequest {
             tenant_id: tenant_id.to_owned(),
@@ -111,7 +202,9 @@ pub async fn begin(
                         "a request with this Idempotency-Key is still running; retry later",
                     ));
                 }
-                tokio::time::sleep(POLL).await;
+                let until = deadline.min(tokio::time::Instant::now() + pause);
+                let _ = tokio::time::timeout_at(until, woken).await;
+                pause = (pause * 2).min(LONGEST_PAUSE);
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Taking the image: multipart or JSON, size cap enforced while reading, format by magic
-//! number, pixel cap before decoding, and a full decode with EXIF orientation applied.
+//! number, structure and size caps checked from the header before decoding, and a full decode
+//! to 8-bit RGB with EXIF orientation applied.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use image::ImageDecoder;
 use sha2::{Digest, Sha256};
 
+use livegate_providers::image_structure::{self, Broken};
 use livegate_providers::{ImageFormat, ImageInput};
 
 use crate::config::{Limits, Tenant};
@@ -118,8 +120,15 @@ async fn read_multipart(ct: &str, body: Body, limits: &Limits) -> Result<Submiss
             sub.image = Some(buf.freeze());
             continue;
         }
-        let text = match field.text().await {
-            Ok(t) => t,
+        // Raw bytes, not `text()`: that decoder drops a leading byte-order mark, which would
+        // slip a hidden character past the checks below.
+        let text = match field.bytes().await {
+            Ok(b) => String::from_utf8(b.to_vec()).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::InvalidMultipart,
+                    format!("form field `{name}` is not UTF-8 text"),
+                )
+            })?,
             Err(e) => return Err(multipart_error(e, limits)),
         };
         match name.as_str() {
@@ -143,6 +152,7 @@ fn multipart_error(e: multer::Error, limits: &Limits) -> ApiError {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
             too_large(limits)
         }
+        multer::Error::StreamReadFailed(inner) => ApiError::body_read(&*inner),
         other => ApiError::new(
             ErrorCode::InvalidMultipart,
             format!("malformed multipart body: {other}"),
@@ -166,9 +176,7 @@ async fn read_json(body: Body, limits: &Limits) -> Result<Submission, ApiError> 
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(ErrorCode::InvalidRequest, format!("body read failed: {e}"))
-        })?;
+        let chunk = chunk.map_err(|e| ApiError::body_read(&e))?;
         if buf.len() + chunk.len() > cap {
             return Err(too_large(limits));
         }
@@ -233,16 +241,41 @@ fn check_threshold(t: f64) -> Result<f64, ApiError> {
     }
 }
 
+/// Unicode format characters (category Cf): bidi controls, zero-width characters and the
+/// like. An id holding them displays as another id in a dashboard or a SQL result.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
 fn check_external_id(s: String) -> Result<String, ApiError> {
-    if s.is_empty() || s.len() > MAX_EXTERNAL_ID || s.chars().any(char::is_control) {
+    if s.is_empty()
+        || s.len() > MAX_EXTERNAL_ID
+        || s.chars().any(|c| c.is_control() || is_format_char(c))
+    {
         return Err(ApiError::new(
             ErrorCode::InvalidExternalId,
             format!(
-                "external_id must be 1-{MAX_EXTERNAL_ID} characters without control characters"
+                "external_id must be 1-{MAX_EXTERNAL_ID} characters without control or format \
+                 (bidi, zero-width) characters"
             ),
         ));
     }
     Ok(s)
+}
+
+/// Some key, at any depth, holds a control or format character.
+fn has_hidden_key(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| {
+            k.chars().any(|c| c.is_control() || is_format_char(c)) || has_hidden_key(v)
+        }),
+        serde_json::Value::Array(a) => a.iter().any(has_hidden_key),
+        _ => false,
+    }
 }
 
 fn check_metadata(v: serde_json::Value) -> Result<serde_json::Value, ApiError> {
@@ -250,6 +283,12 @@ fn check_metadata(v: serde_json::Value) -> Result<serde_json::Value, ApiError> {
         return Err(ApiError::new(
             ErrorCode::InvalidMetadata,
             "metadata must be a JSON object",
+        ));
+    }
+    if has_hidden_key(&v) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMetadata,
+            "metadata keys must not hold control or format (bidi, zero-width) characters",
         ));
     }
     if v.to_string().len() > MAX_METADATA_BYTES {
@@ -329,29 +368,64 @@ pub fn facts(bytes: &[u8]) -> ImageFacts {
     }
 }
 
-/// Check and decode. CPU-heavy: call from a blocking thread.
-pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
-    let f = facts(&bytes);
-    let Some(format) = f.format else {
+/// What the image's header says, read without decoding a pixel.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub format: ImageFormat,
+    /// As stored, before the EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// What a full decode allocates: width × height × channels × bytes per channel.
+    pub decoded_bytes: u64,
+    pub orientation: image::metadata::Orientation,
+}
+
+fn undecodable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::ImageUndecodable,
+        format!("the image could not be decoded: {e}"),
+    )
+}
+
+fn reader<'a>(
+    bytes: &'a [u8],
+    format: ImageFormat,
+    limits: &Limits,
+) -> image::ImageReader<Cursor<&'a [u8]>> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format.codec());
+    let mut img_limits = image::Limits::default();
+    // The decoder's own allocations are bounded too, not only the sizes checked from the header.
+    img_limits.max_alloc = Some(limits.max_decoded_bytes.saturating_add(1 << 20));
+    reader.limits(img_limits);
+    reader
+}
+
+/// Format by magic number, the structure whole through its end marker, and the header's
+/// dimensions within the pixel and decoded-size caps: everything that can be known without
+/// decoding, so a bomb or a truncated upload is refused before any pixel is allocated.
+pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Header, ApiError> {
+    let Some(format) = ImageFormat::sniff(bytes) else {
         return Err(ApiError::new(
             ErrorCode::UnsupportedImageFormat,
             "the image must be JPEG, PNG, WebP or TIFF",
         ));
     };
-    let undecodable = |e: image::ImageError| {
-        ApiError::new(
-            ErrorCode::ImageUndecodable,
-            format!("the image could not be decoded: {e}"),
-        )
-    };
-    let mut reader = image::ImageReader::with_format(Cursor::new(&bytes[..]), format.codec());
-    let mut img_limits = image::Limits::default();
-    // Bound the decoder's own allocations too, not only the pixel count we check below.
-    img_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
-    reader.limits(img_limits);
-    let mut decoder = reader.into_decoder().map_err(undecodable)?;
+    image_structure::check(format, bytes).map_err(|e| match e {
+        Broken::Truncated => ApiError::new(ErrorCode::ImageTruncated, e.to_string()),
+        Broken::Corrupt(_) => undecodable(e),
+    })?;
+    let mut decoder = reader(bytes, format, limits)
+        .into_decoder()
+        .map_err(undecodable)?;
     let (w, h) = decoder.dimensions();
-    if u64::from(w) * u64::from(h) > limits.max_pixels {
+    if w == 0 || h == 0 {
+        return Err(ApiError::new(
+            ErrorCode::ImageUndecodable,
+            "the image has no pixels",
+        ));
+    }
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > limits.max_pixels {
         return Err(ApiError::new(
             ErrorCode::ImageTooManyPixels,
             format!(
@@ -360,23 +434,60 @@ pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
             ),
         ));
     }
-    if w == 0 || h == 0 {
+    let decoded_bytes = pixels.saturating_mul(u64::from(decoder.color_type().bytes_per_pixel()));
+    if decoded_bytes > limits.max_decoded_bytes {
         return Err(ApiError::new(
-            ErrorCode::ImageUndecodable,
-            "the image has no pixels",
+            ErrorCode::ImageTooLargeDecoded,
+            format!(
+                "the image is {w}x{h} {:?}: {decoded_bytes} bytes decoded; at most {} are accepted",
+                decoder.color_type(),
+                limits.max_decoded_bytes
+            ),
         ));
     }
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(undecodable)?;
-    img.apply_orientation(orientation);
+    Ok(Header {
+        format,
+        width: w,
+        height: h,
+        decoded_bytes,
+        orientation,
+    })
+}
+
+/// The memory a decode of this image holds: its native pixels, or the 8-bit RGB copy.
+pub fn decode_cost(h: &Header) -> u64 {
+    h.decoded_bytes
+        .max(u64::from(h.width) * u64::from(h.height) * 3)
+}
+
+/// Check and decode to 8-bit RGB, EXIF orientation applied. CPU-heavy: call from a blocking
+/// thread.
+pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
+    let header = inspect(&bytes, limits)?;
+    decode_with(bytes, &header, limits)
+}
+
+/// [`decode`] of an image [`inspect`] already passed.
+pub fn decode_with(bytes: Bytes, header: &Header, limits: &Limits) -> Result<ImageInput, ApiError> {
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let decoder = reader(&bytes, header.format, limits)
+        .into_decoder()
+        .map_err(undecodable)?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    let mut img = match img {
+        rgb @ image::DynamicImage::ImageRgb8(_) => rgb,
+        other => image::DynamicImage::ImageRgb8(other.to_rgb8()),
+    };
+    img.apply_orientation(header.orientation);
     Ok(ImageInput {
         width: img.width(),
         height: img.height(),
         bytes,
-        format,
-        sha256: f.sha256,
+        format: header.format,
+        sha256,
         decoded: Arc::new(img),
     })
 }

@@ -7,6 +7,7 @@
 //! The pipeline takes the tenant and the runtime it was authenticated against, never HTTP
 //! extractors: `http/handlers/liveness.rs` is its only caller.
 
+pub mod admission;
 pub mod credits;
 pub mod decide;
 pub mod faces;
@@ -94,7 +95,9 @@ async fn run(
             Begin::Replay { status, body } => return Ok(Ran::Replay { status, body }),
         }
     }
-    let image = decode(req, image, draft).instrument(intake_span).await?;
+    let (image, _decode_grant) = decode(services, req, image, draft)
+        .instrument(intake_span)
+        .await?;
     draft.reservation = reserve(services, req, sub.provider.as_deref()).await?;
     let routed = call_providers(req, &image, sub.provider.as_deref(), draft).await?;
     let judgement = judge(services, req, &image, &routed, draft).await?;
@@ -128,6 +131,7 @@ async fn claim(
     let limits = &req.runtime.config.limits;
     let begin = idempotency::begin(
         &services.store,
+        &services.idempotency_waiters,
         &req.tenant.id,
         &key,
         &fingerprint,
@@ -142,14 +146,29 @@ async fn claim(
     Ok(begin)
 }
 
-/// Decode off the async threads; the row gets the image's dimensions.
+/// Check the image from its header, wait for room in the decoded-bytes budget, then decode
+/// off the async threads; the row gets the image's dimensions. The grant is held as long as
+/// the decoded image lives.
 async fn decode(
+    services: &Services,
     req: Request<'_>,
     bytes: bytes::Bytes,
     draft: &mut Draft,
-) -> Result<ImageInput, ApiError> {
-    let limits = req.runtime.config.limits.clone();
-    let image = tokio::task::spawn_blocking(move || intake::decode(bytes, &limits))
+) -> Result<(ImageInput, admission::DecodeGrant), ApiError> {
+    let limits = &req.runtime.config.limits;
+    let header = intake::inspect(&bytes, limits)?;
+    let grant = services
+        .admission
+        .decode_room(
+            intake::decode_cost(&header),
+            &req.tenant.id,
+            limits,
+            &services.metrics,
+            admission::DECODE_WAIT,
+        )
+        .await?;
+    let limits = limits.clone();
+    let image = tokio::task::spawn_blocking(move || intake::decode_with(bytes, &header, &limits))
         .await
         .map_err(ApiError::internal)??;
     let rec = &mut draft.record;
@@ -161,7 +180,7 @@ async fn decode(
         rec.image_width,
         rec.image_height,
     );
-    Ok(image)
+    Ok((image, grant))
 }
 
 /// The providers whose answer can decide (and so be charged): shadows never do.

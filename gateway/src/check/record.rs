@@ -261,8 +261,9 @@ pub async fn commit(
         });
         v
     });
+    let held_key = draft.idempotency_key.take();
     let (idempotency, idempotency_forget) =
-        idempotency_outcome(tenant, draft.idempotency_key.take(), view.as_ref())?;
+        idempotency_outcome(tenant, held_key.clone(), view.as_ref())?;
     let write = ResultWrite {
         verification: rec.clone(),
         attempts: attempts.clone(),
@@ -278,12 +279,16 @@ pub async fn commit(
     if let Some(turn) = draft.face_turn.take() {
         turn.release().await;
     }
+    // Whether stored or spooled, the key's holder is done: wake whoever waits on it.
+    if let Some(key) = &held_key {
+        services.idempotency_waiters.done(&tenant.id, key);
+    }
     submitted?;
     observe(&services.metrics, rec, &draft.attempts);
     if let Some(r) = &draft.reservation {
         services
             .metrics
-            .set_credit_balance(&tenant.id, r.remaining(charged));
+            .charged_credit_balance(&tenant.id, r.remaining(charged));
     }
     store_shadows(
         services,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
+use crate::check::admission::Admission;
 use crate::check::faces::Identity;
 use crate::store::DynStore;
 use crate::store::spool::Spool;
@@ -21,4 +22,8 @@ pub struct Services {
     pub background: TaskTracker,
     /// Where results go that the database cannot take before the commit grace ends.
     pub spool: Option<Arc<Spool>>,
+    /// The caps on work in flight: verifications, per tenant, decoded image bytes.
+    pub admission: Arc<Admission>,
+    /// Requests waiting on an `Idempotency-Key` another request of this instance holds.
+    pub idempotency_waiters: Arc<crate::check::idempotency::Waiters>,
 }

@@ -35,9 +35,14 @@ pub async fn engine_serve(
         index: search,
         ..ServerOptions::default()
     };
-    axum::serve(listener, router(engine, faces, opts))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The same listener as the gateway's: slow or idle clients do not hold its sockets.
+    crate::http::server::serve(
+        listener,
+        router(engine, faces, opts),
+        crate::http::server::ServerLimits::default(),
+        shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 

@@ -3,8 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use std::future::IntoFuture;
-
 use anyhow::Context;
 
 use crate::config::Config;
@@ -71,6 +69,7 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
     crate::check::credits::open_accounts(&store, &config)
         .await
         .context("opening credit accounts")?;
+    let server_limits = config.server.clone();
     let runtime = Runtime::build(config, Some(&crate::runtime::engine::factory))?;
     let limits = match redis_url {
         Some(url) => {
@@ -104,7 +103,7 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, database = %store::redact_url(database_url), "livegate listening");
-    run_until_shutdown(listener, state, shutdown_timeout).await
+    run_until_shutdown(listener, state, server_limits, shutdown_timeout).await
 }
 
 /// Serves until SIGTERM/SIGINT, then stops accepting, answers every request already accepted,
@@ -113,19 +112,20 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
 async fn run_until_shutdown(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: crate::http::server::ServerLimits,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let signalled = std::sync::Arc::new(tokio::sync::Notify::new());
     let notify = signalled.clone();
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+    let server = crate::http::server::serve(listener, router(state.clone()), limits, async move {
         shutdown_signal().await;
         notify.notify_one();
     });
-    let server = tokio::spawn(server.into_future());
+    let server = tokio::spawn(server);
     signalled.notified().await;
     let deadline = tokio::time::Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, server).await {
-        Ok(served) => served??,
+        Ok(served) => served?,
         Err(_) => tracing::warn!(
             timeout_s = timeout.as_secs(),
             "shutdown timeout: requests still in flight are dropped"

@@ -5,13 +5,13 @@
 pub mod face_checks;
 mod interpolate;
 pub mod keys;
+pub mod limits;
 pub mod problems;
 pub mod providers;
 pub mod tenants;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 
 use interpolate::interpolate;
 pub use keys::KeyHash;
+pub use limits::{DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, Limits};
+use limits::{RawLimits, RawServer};
 pub use problems::Problem;
 use problems::{problem, typed};
 use providers::provider_spec;
@@ -28,11 +30,6 @@ pub use tenants::{
     WarningAction,
 };
 use tenants::{RawTenant, tenant};
-
-/// Default image cap: 5 MiB, as the Didit document (the strictest upstream) allows.
-pub const DEFAULT_MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
-/// Decompression-bomb guard: more pixels than any selfie camera produces.
-pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,37 +49,13 @@ pub struct Config {
     pub tenants: BTreeMap<String, Tenant>,
     pub admin_keys: Vec<KeyHash>,
     pub limits: Limits,
+    /// The listener's timeouts and caps; read at start (a reload does not change them).
+    pub server: limits::ServerLimits,
     /// The built-in engine's models, for face matching (`duplicates`, `blocklist`); default
     /// as for `kind: embedded` (`LIVEGATE_MODELS_DIR`, `./models`, `../shared/models`).
     pub models_dir: Option<PathBuf>,
     /// `sha256:` of the file's bytes: every verification records the config it was decided under.
     pub hash: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_image_bytes: usize,
-    pub max_pixels: u64,
-    /// How long a credit reservation lives without being settled: past it, the reservation
-    /// belonged to a crashed instance and any instance releases it.
-    pub reservation_ttl: Duration,
-    /// How long a request waits for another one holding the same `Idempotency-Key` before 409.
-    pub idempotency_wait: Duration,
-    /// How long a results commit is retried while the database is away before the result
-    /// goes to the local spool.
-    pub commit_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
-            max_pixels: DEFAULT_MAX_PIXELS,
-            reservation_ttl: Duration::from_secs(120),
-            idempotency_wait: Duration::from_secs(35),
-            commit_grace: Duration::from_secs(10),
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -97,6 +70,8 @@ struct RawRoot {
     #[serde(default)]
     limits: Option<Value>,
     #[serde(default)]
+    server: Option<Value>,
+    #[serde(default)]
     models_dir: Option<PathBuf>,
 }
 
@@ -105,16 +80,6 @@ struct RawRoot {
 struct RawAdmin {
     #[serde(default)]
     keys: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    max_image_bytes: Option<usize>,
-    max_pixels: Option<u64>,
-    reservation_ttl_ms: Option<u64>,
-    idempotency_wait_ms: Option<u64>,
-    commit_grace_ms: Option<u64>,
 }
 
 impl Config {
@@ -182,9 +147,15 @@ impl Config {
 
         let limits = match root.limits {
             Some(v) => typed::<RawLimits>(v, "limits", &mut problems)
-                .map(|raw| limits(raw, &mut problems))
+                .map(|raw| limits::limits(raw, &mut problems))
                 .unwrap_or_default(),
             None => Limits::default(),
+        };
+        let server = match root.server {
+            Some(v) => typed::<RawServer>(v, "server", &mut problems)
+                .map(|raw| limits::server(raw, &mut problems))
+                .unwrap_or_default(),
+            None => Default::default(),
         };
 
         outlives_deadlines(&limits, &tenants, &mut problems);
@@ -194,6 +165,7 @@ impl Config {
                 tenants,
                 admin_keys,
                 limits,
+                server,
                 models_dir: root.models_dir,
                 hash,
             })
@@ -226,38 +198,10 @@ fn outlives_deadlines(
     }
 }
 
-/// `limits:`: image caps, reservation lifetime, idempotency wait.
-fn limits(raw: RawLimits, problems: &mut Vec<Problem>) -> Limits {
-    let mut limits = Limits::default();
-    if let Some(b) = raw.max_image_bytes {
-        if b == 0 {
-            problems.push(problem("limits.max_image_bytes", "must be greater than 0"));
-        }
-        limits.max_image_bytes = b;
-    }
-    if let Some(p) = raw.max_pixels {
-        limits.max_pixels = p;
-    }
-    if let Some(ms) = raw.reservation_ttl_ms {
-        if ms < 1_000 {
-            problems.push(problem(
-                "limits.reservation_ttl_ms",
-                "must be at least 1000 (and longer than any request's deadline)",
-            ));
-        }
-        limits.reservation_ttl = Duration::from_millis(ms);
-    }
-    if let Some(ms) = raw.idempotency_wait_ms {
-        limits.idempotency_wait = Duration::from_millis(ms);
-    }
-    if let Some(ms) = raw.commit_grace_ms {
-        limits.commit_grace = Duration::from_millis(ms);
-    }
-    limits
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::interpolate::substitute;
     use super::*;
 
@@ -322,6 +266,61 @@ tenants:
         );
         let daily = EXAMPLE.replace("timeout_ms: 5000", "timeout_ms: 5000, max_rps: 0.0001");
         Config::parse(&daily, &env).expect("a slow limit is fine");
+    }
+
+    #[test]
+    fn values_that_would_overflow_or_panic_are_problems() {
+        let text = format!(
+            "{EXAMPLE}limits: {{ max_image_bytes: 18446744073709551615, reservation_ttl_ms: \
+             18446744073709551615, max_in_flight: 0, idempotency_wait_ms: 18446744073709551615 }}\n\
+             server: {{ header_timeout_ms: 0, max_header_bytes: 10, max_connections: 0 }}\n"
+        );
+        let ConfigError::Invalid(p) = Config::parse(&text, &env).expect_err("invalid") else {
+            panic!()
+        };
+        for path in [
+            "limits.max_image_bytes",
+            "limits.reservation_ttl_ms",
+            "limits.max_in_flight",
+            "limits.idempotency_wait_ms",
+            "server.header_timeout_ms",
+            "server.max_header_bytes",
+            "server.max_connections",
+        ] {
+            assert!(
+                p.iter().any(|p| p.path == path),
+                "{path} not reported: {p:?}"
+            );
+        }
+        let fine = format!(
+            "{EXAMPLE}limits: {{ max_in_flight: 8, max_decoded_bytes: 1048576 }}\n\
+             server: {{ header_timeout_ms: 500, keep_alive_timeout_ms: 2000 }}\n"
+        );
+        let c = Config::parse(&fine, &env).expect("valid");
+        assert_eq!(c.limits.max_in_flight_per_tenant, 6);
+        assert_eq!(c.server.header_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_vendor_needs_an_explicit_yes() {
+        let remote = EXAMPLE.replace("http://127.0.0.1:9101", "http://didit.example.com");
+        let ConfigError::Invalid(p) = Config::parse(&remote, &env).expect_err("invalid") else {
+            panic!()
+        };
+        assert!(
+            p.iter()
+                .any(|p| p.path == "providers.didit.base_url" && p.message.contains("https")),
+            "{p:?}"
+        );
+        let allowed = remote.replace(
+            "timeout_ms: 5000",
+            "timeout_ms: 5000, allow_insecure_http: true",
+        );
+        Config::parse(&allowed, &env).expect("explicitly allowed");
+        let tls = EXAMPLE.replace("http://127.0.0.1:9101", "https://didit.example.com");
+        Config::parse(&tls, &env).expect("https");
+        let local = EXAMPLE.replace("http://127.0.0.1:9101", "http://localhost:9101");
+        Config::parse(&local, &env).expect("loopback");
     }
 
     #[test]

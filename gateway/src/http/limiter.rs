@@ -26,9 +26,13 @@ const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const INSTANCE_STALE_MS: u64 = 10_000;
 
+/// GCRA in Redis, in microseconds: Redis' clock is read as integer microseconds, and the
+/// theoretical arrival time is stored with its fraction (`%.3f`), since Lua's default number
+/// format keeps 14 digits, a tenth of a millisecond at today's epoch, too coarse above a few
+/// thousand calls a second. Answers come back in milliseconds.
 const GCRA: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = interval * tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -36,10 +40,10 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - tolerance
 if allow_at > now then
-  return {0, math.ceil(allow_at - now), 0, math.ceil(tat - now)}
+  return {0, math.ceil((allow_at - now) / 1000), 0, math.ceil((tat - now) / 1000)}
 end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-return {1, 0, math.floor((tolerance - (new_tat - now)) / interval), math.ceil(new_tat - now)}
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, 0, math.floor((tolerance - (new_tat - now)) / interval), math.ceil((new_tat - now) / 1000)}
 ";
 
 /// One limit's verdict, for the `RateLimit` headers.
@@ -246,10 +250,11 @@ impl RateLimits {
         spec: RateSpec,
     ) -> Result<Verdict, String> {
         let mut conn = self.connection(r).await?;
-        let interval_ms = 1000.0 / spec.per_second;
+        let interval_us = 1_000_000.0 / spec.per_second;
         let mut inv = r.script.prepare_invoke();
-        inv.key(format!("livegate:rl:{id}"))
-            .arg(interval_ms)
+        // A key of its own: an instance still on the millisecond script must not read these.
+        inv.key(format!("livegate:rl:us:{id}"))
+            .arg(interval_us)
             .arg(spec.burst);
         let out: Vec<i64> = tokio::time::timeout(r.timeout, inv.invoke_async(&mut conn))
             .await

@@ -6,8 +6,10 @@ pub mod extract;
 pub mod handlers;
 pub mod limiter;
 pub mod openapi;
+pub mod probe;
 pub mod rate_limit;
 pub mod request_id;
+pub mod server;
 pub mod server_timing;
 pub mod state;
 

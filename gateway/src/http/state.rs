@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_util::task::TaskTracker;
 
+use crate::check::admission::Admission;
 use crate::check::faces::Identity;
 use crate::http::limiter::RateLimits;
 use crate::runtime::Runtime;
@@ -14,6 +15,9 @@ use crate::store::group_commit::BatchObserver;
 use crate::store::spool::Spool;
 use crate::store::writers::Writers;
 use crate::telemetry::metrics::Metrics;
+
+/// How often the database is checked for `/readyz`.
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -29,6 +33,12 @@ pub struct AppState {
     pub background: TaskTracker,
     /// The local spool of results the database could not take (none: they are lost).
     pub spool: Option<Arc<Spool>>,
+    /// The caps on work in flight (load shedding).
+    pub admission: Arc<Admission>,
+    pub idempotency_waiters: Arc<crate::check::idempotency::Waiters>,
+    /// Database health and balances as last read in the background, for `/readyz` and
+    /// `/metrics`.
+    pub probe: Arc<crate::http::probe::Probe>,
 }
 
 impl AppState {
@@ -46,8 +56,11 @@ impl AppState {
             }
         });
         let writers = Writers::spawn(&store, Some(observer));
+        let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+        let probe = Arc::new(crate::http::probe::Probe::default());
+        crate::http::probe::spawn(&probe, &store, &runtime, &metrics, PROBE_EVERY);
         Self {
-            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            runtime,
             store,
             writers,
             limits,
@@ -55,6 +68,9 @@ impl AppState {
             identity: Default::default(),
             background: TaskTracker::new(),
             spool: None,
+            admission: Default::default(),
+            idempotency_waiters: Default::default(),
+            probe,
         }
     }
 
@@ -67,6 +83,8 @@ impl AppState {
             identity: self.identity.clone(),
             background: self.background.clone(),
             spool: self.spool.clone(),
+            admission: self.admission.clone(),
+            idempotency_waiters: self.idempotency_waiters.clone(),
         }
     }
 

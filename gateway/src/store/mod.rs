@@ -163,6 +163,12 @@ pub trait Store:
         filter: &ListFilter,
     ) -> StoreResult<Vec<VerificationRecord>>;
     async fn attempts(&self, verification_id: Uuid) -> StoreResult<Vec<AttemptRecord>>;
+    /// [`Store::list_verifications`] with each one's attempts, in one query.
+    async fn list_with_attempts(
+        &self,
+        tenant_id: &str,
+        filter: &ListFilter,
+    ) -> StoreResult<Vec<(VerificationRecord, Vec<AttemptRecord>)>>;
     /// Insert a setting unless it exists; returns the stored value either way.
     async fn setting_insert_if_absent(&self, name: &str, value: &str) -> StoreResult<String>;
     async fn setting(&self, name: &str) -> StoreResult<Option<String>>;

@@ -184,20 +184,38 @@ pub(crate) fn verification(row: &impl Cols) -> StoreResult<VerificationRecord> {
 }
 
 fn attempt(r: &impl Cols) -> StoreResult<AttemptRecord> {
+    attempt_as(r, "")
+}
+
+/// An attempt whose columns carry `prefix` (as aliased in a join).
+fn attempt_as(r: &impl Cols, prefix: &str) -> StoreResult<AttemptRecord> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(AttemptRecord {
-        verification_id: r.uuid("verification_id")?,
-        attempt_no: r.get("attempt_no")?,
-        provider: r.get("provider")?,
-        provider_kind: r.get("provider_kind")?,
-        outcome: r.get("outcome")?,
-        shadow: r.get("shadow")?,
-        score: r.get("score")?,
-        error_code: r.get("error_code")?,
-        upstream_status: r.get("upstream_status")?,
-        latency_ms: r.get("latency_ms")?,
-        raw_body: r.get("raw_body")?,
-        created_at: r.time("created_at")?,
+        verification_id: r.uuid(&c("verification_id"))?,
+        attempt_no: r.get(&c("attempt_no"))?,
+        provider: r.get(&c("provider"))?,
+        provider_kind: r.get(&c("provider_kind"))?,
+        outcome: r.get(&c("outcome"))?,
+        shadow: r.get(&c("shadow"))?,
+        score: r.get(&c("score"))?,
+        error_code: r.get(&c("error_code"))?,
+        upstream_status: r.get(&c("upstream_status"))?,
+        latency_ms: r.get(&c("latency_ms"))?,
+        raw_body: r.get(&c("raw_body"))?,
+        created_at: r.time(&c("created_at"))?,
     })
+}
+
+/// `a.col AS a_col, …` for every attempt column.
+fn aliased_attempt_columns() -> String {
+    ATTEMPT_COLUMNS
+        .split(',')
+        .map(|c| {
+            let c = c.trim();
+            format!("a.{c} AS a_{c}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[async_trait]
@@ -246,6 +264,41 @@ impl<B: Backend> Store for B {
             .bind(f.since)
             .bind(clamp_limit(f.limit));
         self.rows(s).await?.iter().map(verification).collect()
+    }
+
+    async fn list_with_attempts(
+        &self,
+        tenant_id: &str,
+        f: &ListFilter,
+    ) -> StoreResult<Vec<(VerificationRecord, Vec<AttemptRecord>)>> {
+        // The page is chosen first, then joined to its attempts: one round trip, not 1 + n.
+        let sql = format!(
+            "SELECT v.*, {} FROM (SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 \
+             AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR decision = $3) \
+             AND ($4 IS NULL OR created_at >= $4) ORDER BY id DESC LIMIT $5) v \
+             LEFT JOIN verification_attempts a ON a.verification_id = v.id \
+             ORDER BY v.id DESC, a.attempt_no",
+            aliased_attempt_columns()
+        );
+        let s = Stmt::new(sql)
+            .bind(tenant_id)
+            .bind(f.before)
+            .bind(&f.decision)
+            .bind(f.since)
+            .bind(clamp_limit(f.limit));
+        let mut page: Vec<(VerificationRecord, Vec<AttemptRecord>)> = Vec::new();
+        for row in self.rows(s).await? {
+            let id = row.uuid("id")?;
+            if page.last().is_none_or(|(v, _)| v.id != id) {
+                page.push((verification(&row)?, Vec::new()));
+            }
+            if row.opt_uuid("a_verification_id")?.is_some()
+                && let Some((_, attempts)) = page.last_mut()
+            {
+                attempts.push(attempt_as(&row, "a_")?);
+            }
+        }
+        Ok(page)
     }
 
     async fn attempts(&self, verification_id: Uuid) -> StoreResult<Vec<AttemptRecord>> {

@@ -9,6 +9,9 @@
 //! - `livegate_errors_total{code}`: problem answers by their `code`.
 //! - `livegate_circuit_breaker_state{provider}`: 0 closed, 1 half-open, 2 open (read at scrape).
 //! - `livegate_rate_limited_total{tenant}`: requests refused by the tenant rate limit.
+//! - `livegate_shed_total{scope,tenant}`: verifications refused with 503 `overloaded`:
+//!   `scope` is `process` (the instance's in-flight cap), `tenant` (the tenant's share of it)
+//!   or `decode` (the budget of decoded image bytes).
 //! - `livegate_redis_fallback`: 1 while rate limits run on the local fallback instead of Redis.
 //! - `livegate_credit_balance{tenant}`: the tenant's credit balance.
 //! - `livegate_store_batch_size`, `livegate_store_write_seconds`: verifications per group
@@ -49,6 +52,12 @@ struct TenantLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    scope: &'static str,
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
     provider: String,
 }
@@ -66,6 +75,7 @@ pub struct Metrics {
     errors: Family<CodeLabels, Counter>,
     breaker: Family<ProviderLabels, Gauge>,
     rate_limited: Family<TenantLabels, Counter>,
+    shed: Family<ShedLabels, Counter>,
     redis_fallback: Gauge,
     credit_balance: Family<TenantLabels, Gauge>,
     store_batch_size: Histogram,
@@ -120,6 +130,12 @@ impl Metrics {
             "Requests refused by the tenant's rate limit",
             rate_limited.clone(),
         );
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "livegate_shed",
+            "Verifications refused with 503 overloaded, by the cap that refused them",
+            shed.clone(),
+        );
         let redis_fallback = Gauge::default();
         registry.register(
             "livegate_redis_fallback",
@@ -152,6 +168,7 @@ impl Metrics {
             errors,
             breaker,
             rate_limited,
+            shed,
             redis_fallback,
             credit_balance,
             store_batch_size,
@@ -203,6 +220,16 @@ impl Metrics {
             .inc();
     }
 
+    /// A verification refused by a load-shedding cap (`process`, `tenant` or `decode`).
+    pub fn shed(&self, scope: &'static str, tenant: &str) {
+        self.shed
+            .get_or_create(&ShedLabels {
+                scope,
+                tenant: tenant.to_owned(),
+            })
+            .inc();
+    }
+
     /// Whether rate limits currently run on the in-process fallback (Redis unreachable).
     pub fn set_redis_fallback(&self, on: bool) {
         self.redis_fallback.set(i64::from(on));
@@ -214,6 +241,21 @@ impl Metrics {
                 tenant: tenant.to_owned(),
             })
             .set(balance);
+    }
+
+    /// A balance this instance saw after a charge. Concurrent requests settle in any order, so
+    /// a charge only lowers the gauge; the background read (`http::probe`) sets the truth,
+    /// top-ups included.
+    pub fn charged_credit_balance(&self, tenant: &str, balance: i64) {
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        if let Some(g) = self.credit_balance.get(&labels) {
+            g.inner()
+                .fetch_min(balance, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        self.credit_balance.get_or_create(&labels).set(balance);
     }
 
     /// One store write of `size` verifications that took `secs`.

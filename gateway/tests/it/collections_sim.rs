@@ -32,6 +32,7 @@ impl Engine {
                 base_url: base.clone(),
                 api_key: Secret::new(KEY.to_owned()),
                 collection_id: "selfies".into(),
+                allow_insecure_http: false,
             },
             HttpClient::with_timeout(Duration::from_secs(1)).expect("client"),
         )

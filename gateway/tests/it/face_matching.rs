@@ -357,6 +357,7 @@ async fn adapter_matching_calls(backend: Backend) {
             base_url: s.base.clone(),
             api_key: Secret::new(KEY.to_owned()),
             collection_id: "selfies".into(),
+            allow_insecure_http: false,
         },
         HttpClient::with_timeout(std::time::Duration::from_secs(60)).expect("client"),
     )

@@ -155,11 +155,13 @@ async fn abandoned_requests_finish_and_hurt_no_one(h: Harness) {
 crate::backend_matrix!(yaml = yaml; abandoned_requests_finish_and_hurt_no_one);
 
 /// A TCP proxy in front of Postgres that the test can cut: while it is down, every open
-/// connection is reset and new ones are refused, as when the server restarts.
-struct Cut {
+/// connection is reset and new ones are refused, as when the server restarts. It counts the
+/// bytes clients send through it (queries).
+pub(crate) struct Cut {
     addr: std::net::SocketAddr,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Cut {
@@ -171,23 +173,51 @@ impl Cut {
         let addr = listener.local_addr().expect("addr");
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (d, o) = (down.clone(), open.clone());
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (d, o, counted) = (down.clone(), open.clone(), sent.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if d.load(Ordering::SeqCst) {
                     let _ = client.set_zero_linger();
                     continue;
                 }
-                let target = target.clone();
+                let (target, counted) = (target.clone(), counted.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(&target).await {
+                        let (mut from_client, mut to_server) = (client, server);
+                        let (mut cr, mut cw) = from_client.split();
+                        let (mut sr, mut sw) = to_server.split();
+                        let up = async {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                match tokio::io::AsyncReadExt::read(&mut cr, &mut buf).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        counted.fetch_add(n as u64, Ordering::SeqCst);
+                                        if sw.write_all(&buf[..n]).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                            let _ = sw.shutdown().await;
+                        };
+                        let down = async {
+                            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                            let _ = cw.shutdown().await;
+                        };
+                        tokio::join!(up, down);
                     }
                 });
                 o.lock().expect("lock").push(task.abort_handle());
             }
         });
-        Cut { addr, down, open }
+        Cut {
+            addr,
+            down,
+            open,
+            sent,
+        }
     }
 
     fn cut(&self) {
@@ -200,11 +230,16 @@ impl Cut {
     fn restore(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Bytes clients sent to the database so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// A Postgres store (its own schema) reached through a [`Cut`]; `None` (skipped) without a
 /// Postgres outside CI.
-async fn proxied_store() -> Option<(Cut, livegate::store::DynStore)> {
+pub(crate) async fn proxied_store() -> Option<(Cut, livegate::store::DynStore)> {
     let pg = postgres_url();
     let rest = pg.split_once('@').map(|(_, r)| r.to_owned())?;
     let host = rest

@@ -236,9 +236,13 @@ impl Harness {
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let app = router(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let limits = state.runtime.load().config.server.clone();
+        tokio::spawn(livegate::http::server::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
         Harness {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),

@@ -322,7 +322,14 @@ async fn bad_inputs_leave_rows(h: Harness) {
             413,
             "image_too_large",
         ),
-        (jpeg(10)[..600].to_vec(), vec![], 400, "image_undecodable"),
+        (jpeg(10)[..600].to_vec(), vec![], 400, "image_truncated"),
+        // Whole in structure (SOI, EOI) but with no frame to decode.
+        (
+            vec![0xFF, 0xD8, 0xFF, 0xD9],
+            vec![],
+            400,
+            "image_undecodable",
+        ),
         (
             encode(2100, 2000, 1, image::ImageFormat::Png),
             vec![],

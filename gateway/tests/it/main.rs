@@ -10,6 +10,7 @@ mod equivalence;
 mod face_matching;
 mod faults;
 pub mod harness;
+mod hostile;
 mod layout;
 mod liveness;
 mod log_secrets;

@@ -385,3 +385,47 @@ async fn a_killed_instances_reservations_expire() {
     // No verification was stored for them: the instance died before answering.
     assert_eq!(ledger.iter().filter(|e| e.kind == "charge").count(), 0);
 }
+
+/// The Redis limiter keeps Redis' microseconds: at 300 calls a second (an interval of 3333.33 µs)
+/// sixty calls move the stored arrival time by sixty intervals, to a few microseconds. Lua's
+/// default number format would round each stored value to 100 µs and lose ~2 ms over the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_limiter_keeps_microseconds() {
+    let Some(redis) = start_redis() else {
+        return;
+    };
+    let limits = livegate::http::limiter::RateLimits::redis(&redis.url, Duration::from_secs(2))
+        .expect("redis url");
+    let spec = livegate::config::RateSpec {
+        per_second: 300.0,
+        burst: 100,
+    };
+    let client = ::redis::Client::open(redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stored = |v: String| v.parse::<f64>().expect("a number");
+    assert!(limits.check("tenant", "precise", spec).await.allowed);
+    let first: String = ::redis::cmd("GET")
+        .arg("livegate:rl:us:precise")
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    for _ in 0..60 {
+        assert!(limits.check("tenant", "precise", spec).await.allowed);
+    }
+    let last: String = ::redis::cmd("GET")
+        .arg("livegate:rl:us:precise")
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    let moved = stored(last) - stored(first);
+    let expected = 60.0 * 1_000_000.0 / 300.0;
+    assert!(
+        // A double holds today's epoch in microseconds to a quarter of one.
+        (moved - expected).abs() < 20.0,
+        "moved {moved} µs, expected {expected} µs"
+    );
+    drop(redis.child);
+}

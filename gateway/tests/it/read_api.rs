@@ -139,3 +139,66 @@ async fn health_and_problems(h: Harness) {
         .expect("send");
     assert_eq!(resp.status().as_u16(), 405);
 }
+
+fn retrying_yaml(u: &crate::harness::SimUrls) -> String {
+    crate::harness::default_yaml(u).replacen(
+        "timeout_ms: 1500 }",
+        "timeout_ms: 1500, retries: 1 }",
+        1,
+    )
+}
+
+/// The list is read in one query (the page joined to its attempts): each item, with its
+/// attempts in order, is the same document as `GET /v1/verifications/{id}`: two attempts, one,
+/// and none (a refused image).
+async fn the_list_matches_each_verification(h: Harness) {
+    h.sim_rule(json!({"status": 503, "times": 1})).await;
+    let retried = h.liveness(ACME_KEY, "image", jpeg(31), &[]).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.body["attempts"].as_array().map(Vec::len), Some(2));
+    h.sim_rule(json!({"score": 0.9})).await;
+    assert_eq!(
+        h.liveness(ACME_KEY, "image", jpeg(32), &[]).await.status,
+        200
+    );
+    assert_eq!(
+        h.liveness(ACME_KEY, "image", b"GIF89a".to_vec(), &[])
+            .await
+            .status,
+        415
+    );
+    let list = h.get(ACME_KEY, "/v1/verifications?limit=2").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let page = list.body["data"].as_array().expect("data").clone();
+    assert_eq!(page.len(), 2);
+    let next = list.body["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let rest = h
+        .get(
+            ACME_KEY,
+            &format!("/v1/verifications?limit=2&cursor={next}"),
+        )
+        .await;
+    let all: Vec<serde_json::Value> = page
+        .into_iter()
+        .chain(rest.body["data"].as_array().expect("data").iter().cloned())
+        .collect();
+    assert_eq!(all.len(), 3);
+    let counts: Vec<usize> = all
+        .iter()
+        .map(|v| v["attempts"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(counts, vec![0, 1, 2]);
+    for v in &all {
+        let id = v["id"].as_str().expect("id");
+        let one = h.get(ACME_KEY, &format!("/v1/verifications/{id}")).await;
+        assert_eq!(&one.body, v);
+    }
+}
+
+mod listed {
+    crate::backend_matrix!(yaml = retrying_yaml; the_list_matches_each_verification);
+    use super::*;
+}

@@ -83,6 +83,11 @@ impl Served {
 
     /// Stop with SIGTERM (a graceful shutdown, flushing what it buffers) and return everything
     /// it wrote.
+    /// The child's process id, to read its `/proc` entries.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.0.id())
+    }
+
     pub async fn stop(mut self) -> String {
         if let Some(mut child) = self.child.take() {
             let pid = child.0.id().to_string();

@@ -50,7 +50,7 @@ pub struct LivenessJson {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The verdict (approved, declined or review)", body = Verification),
-        (status = 400, description = "Bad input: undecodable image, invalid threshold, metadata or multipart", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad input: an undecodable (`image_undecodable`), truncated (`image_truncated`) or oversized image (`image_too_many_pixels`, `image_too_large_decoded`), an invalid threshold, external_id, metadata or multipart", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Not enough credits (`insufficient_credits`, with the balance)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still running", body = Problem, content_type = "application/problem+json"),
@@ -58,9 +58,10 @@ pub struct LivenessJson {
         (status = 413, description = "Image over the size cap", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JPEG/PNG/WebP/TIFF, or an unsupported content type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider cannot take this image, or the Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The request body stalled or did not arrive in time (`request_timeout`)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider failed (auth, credits, bad answer)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The provider is unavailable, or the database is (`store_unavailable`, with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The provider is unavailable, the database is (`store_unavailable`), or this instance is at its limit of work in flight (`overloaded`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The provider timed out", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
@@ -73,9 +74,18 @@ pub async fn create(
     // it had waited (the route's deadline bounds the work).
     let services = state.services();
     let background = services.background.clone();
+    // Refused here, before any work, when the instance or this tenant is at its cap; the
+    // ticket goes with the task, so a request whose client left still counts.
+    let ticket = services.admission.enter(
+        &caller.tenant_id,
+        &caller.runtime.config.limits,
+        &services.metrics,
+    )?;
     let run = async move {
         let req = caller.request(&headers)?;
-        check::verify(&services, req, body).await
+        let answer = check::verify(&services, req, body).await;
+        drop(ticket);
+        answer
     };
     // The task keeps the request's id, span and provider-time account.
     let detached = REQUEST_ID

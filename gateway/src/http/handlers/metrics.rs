@@ -9,8 +9,9 @@ use crate::telemetry::metrics::CONTENT_TYPE;
 /// Prometheus metrics.
 ///
 /// OpenMetrics text: requests, provider latency, livegate's own overhead, errors, circuit
-/// states, rate limits, credits and store writes. Unauthenticated, like the health checks:
-/// expose it to the scraper, not to the internet.
+/// states, rate limits, load shedding, credits and store writes. Unauthenticated, like the
+/// health checks: expose it to the scraper, not to the internet. It reads no database: credit
+/// balances are those last read in the background (every second).
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", responses(
     (status = 200, description = "The metrics in the OpenMetrics text format", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
@@ -21,17 +22,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, 
         .into_iter()
         .map(|(name, state)| (name, state.gauge()))
         .collect();
-    // Balances move on every instance: read them from the store at scrape time, so each
-    // instance reports the shared truth rather than what it last saw.
-    for t in rt.config.tenants.values().filter(|t| t.credits.is_some()) {
-        match state.store.balance(&t.id).await {
-            Ok(Some(b)) => state.metrics.set_credit_balance(&t.id, b),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(tenant = %t.id, error = %e, "reading a balance for /metrics failed")
-            }
-        }
-    }
+    // Balances are read in the background (`http::probe`), never per scrape.
     let body = state
         .metrics
         .encode(&breakers)

@@ -121,15 +121,14 @@ pub async fn list(
     };
     let rows = state
         .store
-        .list_verifications(&caller.tenant_id, &filter)
+        .list_with_attempts(&caller.tenant_id, &filter)
         .await?;
-    let mut data = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let attempts = state.store.attempts(r.id).await?;
-        data.push(Verification::from_records(r, &attempts));
-    }
+    let data: Vec<Verification> = rows
+        .iter()
+        .map(|(r, attempts)| Verification::from_records(r, attempts))
+        .collect();
     let next_cursor = (rows.len() as u32 == limit)
-        .then(|| rows.last().map(|r| r.id.to_string()))
+        .then(|| rows.last().map(|(r, _)| r.id.to_string()))
         .flatten();
     Ok(Json(VerificationPage { data, next_cursor }))
 }

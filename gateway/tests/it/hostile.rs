@@ -1,0 +1,457 @@
+//! Hostile and broken clients and vendors, through real sockets: slow headers, trickled
+//! bodies, idle sockets by the thousand, decompression bombs, truncated images, a vendor that
+//! redirects, floods of unauthenticated scrapes, hidden characters, and more work than the
+//! instance takes. Every limit is set low in the config so each case runs in seconds.
+
+use std::time::{Duration, Instant};
+
+use livegate::config::KeyHash;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{Backend, Harness, SimUrls, jpeg, spawn_sim};
+
+const KEY: &str = "lg_test_hostile_key_5050";
+const OTHER_KEY: &str = "lg_test_hostile_other_5051";
+const THIRD_KEY: &str = "lg_test_hostile_third_5052";
+
+/// Three tenants on the Didit simulator, with `extra` top-level YAML (`server:`, `limits:`).
+fn config(didit: &str, extra: &str) -> String {
+    format!(
+        r#"
+providers:
+  didit: {{ kind: didit, base_url: "{didit}", api_key: "${{TEST_DIDIT_KEY}}", timeout_ms: 5000 }}
+{extra}
+tenants:
+  first:
+    keys: ["{key}"]
+    routing: {{ strategy: single, providers: [didit] }}
+    credits: {{ initial: 1000, cost: {{ didit: 1 }} }}
+  second:
+    keys: ["{other}"]
+    routing: {{ strategy: single, providers: [didit] }}
+  third:
+    keys: ["{third}"]
+    routing: {{ strategy: single, providers: [didit] }}
+"#,
+        key = KeyHash::of_key(KEY),
+        other = KeyHash::of_key(OTHER_KEY),
+        third = KeyHash::of_key(THIRD_KEY),
+    )
+}
+
+async fn start(extra: &'static str) -> Harness {
+    Harness::start_with(Backend::Sqlite, move |u: &SimUrls| config(u.didit, extra))
+        .await
+        .expect("sqlite harness")
+}
+
+fn addr(h: &Harness) -> String {
+    h.base.trim_start_matches("http://").to_owned()
+}
+
+/// Waits until the server closes `conn` (EOF or reset); how long that took.
+async fn closed_within(conn: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started + limit),
+            conn.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => panic!("the connection is still open after {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Reads the whole answer on `conn` until the server closes it or `limit` passes.
+async fn answer_within(conn: &mut TcpStream, limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_headers_and_silent_sockets_are_closed() {
+    let h = start("server: { header_timeout_ms: 800, keep_alive_timeout_ms: 30000 }").await;
+    let mut half = TcpStream::connect(addr(&h)).await.expect("connect");
+    half.write_all(b"POST /v1/liveness HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .await
+        .expect("write");
+    let mut silent = TcpStream::connect(addr(&h)).await.expect("connect");
+    let took = closed_within(&mut half, Duration::from_secs(5)).await;
+    assert!(
+        took >= Duration::from_millis(500),
+        "closed after {took:?}: too soon"
+    );
+    closed_within(&mut silent, Duration::from_secs(2)).await;
+
+    // A kept-alive connection whose next request starts but never finishes its headers.
+    let mut kept = TcpStream::connect(addr(&h)).await.expect("connect");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.expect("answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    closed_within(&mut kept, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let h = start("server: { header_timeout_ms: 20000, keep_alive_timeout_ms: 600 }").await;
+    let mut conn = TcpStream::connect(addr(&h)).await.expect("connect");
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).await.expect("answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let took = closed_within(&mut conn, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(400), "closed after {took:?}");
+}
+
+/// The head of a multipart liveness request announcing `len` body bytes, and the body's start.
+fn slow_upload(len: usize) -> (String, &'static str) {
+    let head = format!(
+        "POST /v1/liveness HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OTHER_KEY}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let start = "--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.jpg\"\r\n\
+                 Content-Type: image/jpeg\r\n\r\n";
+    (head, start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_408_and_a_row() {
+    let h = start("server: { request_timeout_ms: 1500, body_idle_timeout_ms: 5000 }").await;
+    let mut conn = TcpStream::connect(addr(&h)).await.expect("connect");
+    let (head, start) = slow_upload(100_000);
+    conn.write_all(head.as_bytes()).await.expect("head");
+    conn.write_all(start.as_bytes()).await.expect("start");
+    let (mut reader, mut writer) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        // One byte every 100 ms: never idle long, never done.
+        for _ in 0..100 {
+            if writer.write_all(&[0xFF]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains("request_timeout") {
+        assert!(started.elapsed() < Duration::from_secs(5), "no 408 in 5 s");
+        match tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    trickle.abort();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let (row, _) = h.last_row("second").await;
+    assert_eq!(row.error_code.as_deref(), Some("request_timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408() {
+    let h = start("server: { request_timeout_ms: 20000, body_idle_timeout_ms: 500 }").await;
+    let mut conn = TcpStream::connect(addr(&h)).await.expect("connect");
+    let (head, start) = slow_upload(100_000);
+    conn.write_all(head.as_bytes()).await.expect("head");
+    conn.write_all(start.as_bytes()).await.expect("start");
+    let started = Instant::now();
+    let text = answer_within(&mut conn, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_sockets_do_not_slow_a_real_check() {
+    let h = start("server: { header_timeout_ms: 3000 }").await;
+    let before = Instant::now();
+    let r = h.liveness(OTHER_KEY, "image", jpeg(1), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let baseline = before.elapsed();
+
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(TcpStream::connect(addr(&h)).await.expect("connect"));
+    }
+    let during = Instant::now();
+    let r = h.liveness(OTHER_KEY, "image", jpeg(2), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let took = during.elapsed();
+    assert!(
+        took < baseline * 5 + Duration::from_millis(500),
+        "{took:?} with 2000 idle sockets, {baseline:?} without"
+    );
+    // And the server lets go of all of them by itself.
+    for conn in &mut idle {
+        closed_within(conn, Duration::from_secs(8)).await;
+    }
+}
+
+/// A PNG whose header promises 5000x5000 RGBA16: 200 MB decoded, from ~200 KB on the wire.
+fn rgba16_bomb() -> Vec<u8> {
+    use image::ImageEncoder;
+    let (w, h) = (5000u32, 5000u32);
+    let zeros = vec![0u8; (w * h * 8) as usize];
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::NoFilter,
+    )
+    .write_image(&zeros, w, h, image::ExtendedColorType::Rgba16)
+    .expect("encode");
+    out
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Eight decompression bombs at once: each refused from its header, and the server's peak
+/// memory stays under 1 GiB (decoded, they would take 1.6 GB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_are_refused_before_decoding() {
+    let didit = spawn_sim(livegate_simulators::didit::router()).await;
+    let served =
+        crate::served::Served::start(&config(&didit, "").replace("${TEST_DIDIT_KEY}", "k"), &[])
+            .await;
+    let bomb = rgba16_bomb();
+    assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
+    let client = reqwest::Client::new();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let form = reqwest::multipart::Form::new().part(
+                "image",
+                reqwest::multipart::Part::bytes(bomb.clone()).file_name("bomb.png"),
+            );
+            let call = client
+                .post(format!("{}/v1/liveness", served.base))
+                .bearer_auth(OTHER_KEY)
+                .multipart(form);
+            tokio::spawn(Harness::call(call))
+        })
+        .collect();
+    for c in calls {
+        let r = c.await.expect("join");
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.body["code"], "image_too_large_decoded", "{}", r.body);
+    }
+    let peak = peak_rss_kib(served.pid());
+    assert!(peak < 1024 * 1024, "server peak RSS {peak} KiB");
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_redirect_carries_no_credential() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let thief = spawn_sim(
+        axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let log = log.clone();
+            async move {
+                log.lock().expect("lock").push(format!("{headers:?}"));
+                "{}"
+            }
+        }),
+    )
+    .await;
+    let h = start("").await;
+    h.sim_rule(json!({"status": 302, "headers": {"location": format!("{thief}/steal")}}))
+        .await;
+    let r = h.liveness(OTHER_KEY, "image", jpeg(3), &[]).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["code"], "provider_bad_response", "{}", r.body);
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "the redirect was followed: {:?}",
+        seen.lock().expect("lock")
+    );
+}
+
+/// Every prefix of a real JPEG, from 1 KB in steps, is refused (400) and never reaches the
+/// vendor; the whole image is scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_jpeg_is_refused_never_scored() {
+    let h = start("").await;
+    let whole = jpeg(4);
+    let mut cuts: Vec<usize> = (1024..whole.len()).step_by(997).collect();
+    cuts.extend([whole.len() - 2, whole.len() - 1]);
+    for cut in cuts {
+        let r = h
+            .liveness(OTHER_KEY, "image", whole[..cut].to_vec(), &[])
+            .await;
+        assert_eq!(r.status, 400, "cut at {cut} of {}: {}", whole.len(), r.body);
+        let code = r.body["code"].as_str().unwrap_or_default();
+        assert!(
+            code == "image_truncated" || code == "image_undecodable",
+            "cut at {cut}: {}",
+            r.body
+        );
+    }
+    assert!(
+        h.sim_requests().await.is_empty(),
+        "a cut image reached the vendor"
+    );
+    let r = h.liveness(OTHER_KEY, "image", whole, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_characters_in_ids_and_metadata_keys_are_refused() {
+    let h = start("").await;
+    for id in ["abc\u{202E}cba", "user\u{200B}1", "\u{FEFF}x", "a\u{2066}b"] {
+        let r = h
+            .liveness(OTHER_KEY, "image", jpeg(5), &[("external_id", id)])
+            .await;
+        assert_eq!(r.status, 400, "{id:?}: {}", r.body);
+        assert_eq!(r.body["code"], "invalid_external_id");
+    }
+    let r = h
+        .liveness(
+            OTHER_KEY,
+            "image",
+            jpeg(5),
+            &[("metadata", r#"{"plan": {"ti\u200Ber": "gold"}}"#)],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["code"], "invalid_metadata");
+    let r = h
+        .liveness(
+            OTHER_KEY,
+            "image",
+            jpeg(5),
+            &[
+                ("external_id", "Zoë-日本-42"),
+                ("metadata", r#"{"name": "Zoë"}"#),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// More work than the instance takes: a tenant past its share and the instance past its cap
+/// are refused at once with 503 `overloaded` and `Retry-After`, while the work already admitted
+/// finishes; both refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_caps_work_is_shed_at_once() {
+    let h = start("limits: { max_in_flight: 3, max_in_flight_per_tenant: 2 }").await;
+    h.sim_rule(json!({"delay_ms": 1500, "score": 0.95})).await;
+    let send = |key: &'static str, seed: u8| {
+        let form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(jpeg(seed)).file_name("s.jpg"),
+        );
+        let call = h
+            .client
+            .post(h.url("/v1/liveness"))
+            .bearer_auth(key)
+            .multipart(form);
+        tokio::spawn(Harness::call(call))
+    };
+    let admitted = vec![send(KEY, 10), send(KEY, 11)];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = send(KEY, 12).await.expect("join");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["code"], "overloaded", "{}", r.body);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "not at once"
+    );
+    // Another tenant still gets the instance's last slot.
+    let other = send(OTHER_KEY, 13);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = send(THIRD_KEY, 14).await.expect("join");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["code"], "overloaded", "{}", r.body);
+    for c in admitted.into_iter().chain([other]) {
+        let r = c.await.expect("join");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let text = crate::harness::get_text(&h.client, &h.url("/metrics")).await;
+    assert!(
+        text.contains(r#"livegate_shed_total{scope="tenant",tenant="first"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"livegate_shed_total{scope="process",tenant="third"} 1"#),
+        "{text}"
+    );
+    // Nothing is held once the work is done.
+    let r = h.liveness(THIRD_KEY, "image", jpeg(15), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// `/metrics` and `/readyz` at 200 requests a second send nothing to the database beyond the
+/// background checks (bytes through a proxy in front of Postgres are counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_endpoints_cost_no_query() {
+    let Some((cut, store)) = crate::faults::proxied_store().await else {
+        return;
+    };
+    let h = Harness::start_on(
+        store,
+        |u: &SimUrls| config(u.didit, ""),
+        Default::default(),
+        None,
+    )
+    .await;
+    // The first background round (ping and balances) is done.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Harness::call(h.client.get(h.url("/readyz"))).await.status != 200 {
+        assert!(Instant::now() < until, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = cut.sent();
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_millis(5));
+    for i in 0..400 {
+        ticker.tick().await;
+        let path = if i % 2 == 0 { "/metrics" } else { "/readyz" };
+        let r = Harness::call(h.client.get(h.url(path))).await;
+        assert_eq!(r.status, 200);
+    }
+    let took = started.elapsed();
+    let sent = cut.sent() - before;
+    // About one ping a second, and a balance read every few: a few hundred bytes.
+    assert!(sent < 4096, "{sent} bytes sent to the database in {took:?}");
+}
