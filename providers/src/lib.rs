@@ -4,7 +4,6 @@
 
 mod error;
 mod image_input;
-pub mod image_structure;
 mod model;
 mod secret;
 mod settings;
@@ -13,6 +12,7 @@ mod test_upstream;
 
 pub mod collections;
 pub mod didit;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 mod http;
 pub mod kairos;

@@ -160,7 +160,7 @@ async fn decode(
     let grant = services
         .admission
         .decode_room(
-            intake::decode_cost(&header),
+            header.decode_cost(),
             &req.tenant.id,
             limits,
             &services.metrics,

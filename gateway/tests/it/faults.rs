@@ -177,6 +177,9 @@ impl Cut {
         let (d, o, counted) = (down.clone(), open.clone(), sent.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                // Checked and registered under the lock `cut` takes: a connection accepted as
+                // the cut comes is either refused or aborted, never left open.
+                let mut open = o.lock().expect("lock");
                 if d.load(Ordering::SeqCst) {
                     let _ = client.set_zero_linger();
                     continue;
@@ -209,7 +212,7 @@ impl Cut {
                         tokio::join!(up, down);
                     }
                 });
-                o.lock().expect("lock").push(task.abort_handle());
+                open.push(task.abort_handle());
             }
         });
         Cut {
@@ -221,8 +224,9 @@ impl Cut {
     }
 
     fn cut(&self) {
+        let mut open = self.open.lock().expect("lock");
         self.down.store(true, std::sync::atomic::Ordering::SeqCst);
-        for task in self.open.lock().expect("lock").drain(..) {
+        for task in open.drain(..) {
             task.abort();
         }
     }
