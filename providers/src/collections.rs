@@ -136,14 +136,20 @@ impl Provider for Collections {
             .header("X-API-Key", self.api_key.clone())
             .multipart(form);
         let ex = http::exchange(call, req.traceparent.as_deref()).await?;
-        if ex.is_success() {
-            return parse_answer(ex.status, &ex.body);
-        }
-        if let Some(answer) = rejection_verdict(ex.status, &ex.body) {
-            return Ok(answer);
-        }
-        let err = classify_error(ex.status, &ex.body);
-        Err(ex.into_error(err))
+        let read = read(ex.status, &ex.body);
+        read.map_err(|e| if ex.is_success() { e } else { ex.into_error(e) })
+    }
+}
+
+/// The engine's answer as a call reads it: a verdict (a refused enrollment is one too), or the
+/// error its status and body mean.
+pub(crate) fn read(status: u16, body: &str) -> Result<ProviderAnswer, ProviderError> {
+    if (200..300).contains(&status) {
+        return parse_answer(status, body);
+    }
+    match rejection_verdict(status, body) {
+        Some(answer) => Ok(answer),
+        None => Err(classify_error(status, body)),
     }
 }
 

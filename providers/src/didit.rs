@@ -114,11 +114,17 @@ impl Provider for Didit {
             .header("x-api-key", self.api_key.clone())
             .multipart(form);
         let ex = http::exchange(call, req.traceparent.as_deref()).await?;
-        if ex.is_success() {
-            return parse_answer(ex.status, &ex.body);
-        }
-        let err = classify_error(ex.status, &ex.body);
-        Err(ex.into_error(err))
+        let read = read(ex.status, &ex.body);
+        read.map_err(|e| if ex.is_success() { e } else { ex.into_error(e) })
+    }
+}
+
+/// Didit's answer as a call reads it: a verdict, or the error its status and body mean.
+pub(crate) fn read(status: u16, body: &str) -> Result<ProviderAnswer, ProviderError> {
+    if (200..300).contains(&status) {
+        parse_answer(status, body)
+    } else {
+        Err(classify_error(status, body))
     }
 }
 

@@ -163,12 +163,29 @@ impl Provider for Kairos {
             .headers(self.auth.clone())
             .multipart(form);
         let ex = http::exchange(call, req.traceparent.as_deref()).await?;
-        if matches!(ex.status, 200 | 201) {
-            let submitted = (req.image.width, req.image.height);
-            return parse_answer(ex.status, &ex.body, req.threshold, submitted);
-        }
-        let err = classify_error(ex.status);
-        Err(ex.into_error(err))
+        let submitted = (req.image.width, req.image.height);
+        let read = read(ex.status, &ex.body, req.threshold, submitted);
+        read.map_err(|e| {
+            if matches!(ex.status, 200 | 201) {
+                e
+            } else {
+                ex.into_error(e)
+            }
+        })
+    }
+}
+
+/// Kairos' answer as a call reads it, for a threshold and an image of `submitted` size.
+pub(crate) fn read(
+    status: u16,
+    body: &str,
+    threshold: f64,
+    submitted: (u32, u32),
+) -> Result<ProviderAnswer, ProviderError> {
+    if matches!(status, 200 | 201) {
+        parse_answer(status, body, threshold, submitted)
+    } else {
+        Err(classify_error(status))
     }
 }
 

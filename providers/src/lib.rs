@@ -14,6 +14,8 @@ pub mod collections;
 pub mod didit;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod http;
 pub mod kairos;
 

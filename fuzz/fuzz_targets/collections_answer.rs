@@ -1,0 +1,14 @@
+//! Any status and body as Collections's answer: never a panic, and a verdict read from it is sane.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    let (status, body) = common::status_and_body(data);
+    if let Ok(answer) = livegate_providers::fuzzing::collections(status, &body) {
+        common::sane(&answer);
+    }
+});
