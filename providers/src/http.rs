@@ -175,9 +175,11 @@ pub(crate) fn classify_status(status: u16, vendor: &str, detail: Option<&str>) -
     ProviderError::new(kind, message)
 }
 
-/// The image as a multipart file part named `{stem}.{extension}`.
+/// The image as a multipart file part named `{stem}.{extension}`. The part shares the image's
+/// bytes (a reference count, not a copy), whatever the number of attempts and shadows.
 pub(crate) fn image_part(image: &ImageInput, stem: &str) -> Result<Part, ProviderError> {
-    Part::bytes(image.bytes.to_vec())
+    let len = u64::try_from(image.bytes.len()).unwrap_or(u64::MAX);
+    Part::stream_with_length(reqwest::Body::from(image.bytes.clone()), len)
         .file_name(format!("{stem}.{}", image.format.extension()))
         .mime_str(image.format.mime())
         .map_err(|e| ProviderError::new(ErrorKind::BadInput, e.to_string()))

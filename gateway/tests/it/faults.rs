@@ -564,14 +564,14 @@ async fn an_absurd_retry_after_is_bounded() {
     assert_eq!(attempts.len(), 1);
 }
 
-/// A client's megabytes quoted back in an error: the answer's `detail` and the stored
+/// A client's 6 MB quoted back in an error: the answer's `detail` and the stored
 /// `error_detail` stay short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_details_are_bounded() {
     let Some(h) = Harness::start_with(crate::harness::Backend::Sqlite, yaml).await else {
         return;
     };
-    let huge = "x".repeat(200_000);
+    let huge = "x".repeat(6_000_000);
     // The oversized value comes first, so the parser's complaint quotes it.
     let body = format!(r#"{{"threshold": "{huge}", "image_base64": 12}}"#);
     let r = Harness::call(

@@ -455,3 +455,51 @@ async fn unauthenticated_endpoints_cost_no_query() {
     // About one ping a second, and a balance read every few: a few hundred bytes.
     assert!(sent < 4096, "{sent} bytes sent to the database in {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431() {
+    let h = start("server: { max_header_bytes: 8192 }").await;
+    let r = Harness::call(
+        h.client
+            .get(h.url("/healthz"))
+            .header("x-filler", "a".repeat(20_000)),
+    )
+    .await;
+    assert_eq!(r.status, 431, "{}", r.body);
+    let r = Harness::call(
+        h.client
+            .get(h.url("/healthz"))
+            .header("x-filler", "a".repeat(2000)),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+/// At `max_connections` the listener takes no more until one closes; the one waiting is then
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_the_next_waits_for_a_free_slot() {
+    let h = start("server: { max_connections: 3, header_timeout_ms: 20000 }").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(addr(&h)).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut waiting = TcpStream::connect(addr(&h))
+        .await
+        .expect("the kernel's backlog takes it");
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 256];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), waiting.read(&mut buf))
+            .await
+            .is_err(),
+        "served past the cap"
+    );
+    drop(held.pop());
+    let text = answer_within(&mut waiting, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
