@@ -143,7 +143,11 @@ where
 
 /// At most 64 characters of something the caller sent, for a detail.
 fn excerpt(s: &str) -> String {
-    match s.char_indices().nth(64) {
+    excerpt_of(s, 64)
+}
+
+fn excerpt_of(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_owned(),
     }
@@ -194,8 +198,13 @@ where
 
 /// A whole JSON body into a [`Submission`].
 pub fn parse_json(buf: &[u8], caps: &SubmissionCaps) -> Result<Submission, Refused> {
-    let j: JsonSubmission = serde_json::from_slice(buf)
-        .map_err(|e| Refused::new(Code::InvalidJson, format!("invalid JSON body: {e}")))?;
+    let j: JsonSubmission = serde_json::from_slice(buf).map_err(|e| {
+        // serde's message quotes the offending value: only an excerpt of it is echoed.
+        Refused::new(
+            Code::InvalidJson,
+            format!("invalid JSON body: {}", excerpt_of(&e.to_string(), 200)),
+        )
+    })?;
     let image = match j.image_base64 {
         None => None,
         Some(s) => {
@@ -310,4 +319,67 @@ fn check_metadata(v: serde_json::Value) -> Result<serde_json::Value, Refused> {
         ));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPS: SubmissionCaps = SubmissionCaps {
+        max_image_bytes: 1024,
+    };
+
+    fn read(content_type: &str, body: &[u8]) -> Result<Submission, Refused> {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = body
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::executor::block_on(read_submission(
+            content_type,
+            futures::stream::iter(chunks),
+            &CAPS,
+        ))
+    }
+
+    fn code(r: Result<Submission, Refused>) -> Code {
+        match r {
+            Err(Refused::Input { code, .. }) => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_quoted_value_comes_back_as_an_excerpt() {
+        let body = format!(r#"{{"threshold": "{}"}}"#, "x".repeat(60_000));
+        match read("application/json", body.as_bytes()) {
+            Err(Refused::Input { code, detail }) => {
+                assert_eq!(code, Code::InvalidJson);
+                assert!(detail.chars().count() < 260, "{} characters", detail.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_in_a_form_field_is_seen() {
+        let body = "--b\r\nContent-Disposition: form-data; name=\"external_id\"\r\n\r\n\u{feff}id\r\n--b--\r\n";
+        assert_eq!(
+            code(read("multipart/form-data; boundary=b", body.as_bytes())),
+            Code::InvalidExternalId
+        );
+    }
+
+    #[test]
+    fn fields_are_read_across_chunks_within_the_caps() {
+        let body = "--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.jpg\"\r\n\r\n\
+                    JPEGDATA\r\n--b\r\nContent-Disposition: form-data; name=\"threshold\"\r\n\r\n0.7\r\n--b--\r\n";
+        let sub = read("multipart/form-data; boundary=b", body.as_bytes()).expect("read");
+        assert_eq!(sub.image.as_deref(), Some(&b"JPEGDATA"[..]));
+        assert_eq!(sub.threshold, Some(0.7));
+        let big = format!(r#"{{"image_base64": "{}"}}"#, "QUJD".repeat(400));
+        assert_eq!(
+            code(read("application/json", big.as_bytes())),
+            Code::ImageTooLarge
+        );
+    }
 }
