@@ -16,8 +16,9 @@ pub struct ImageInput {
     pub height: u32,
     /// Hex SHA-256 of the bytes as the caller sent them.
     pub sha256: String,
-    /// The decoded pixels (EXIF orientation applied), shared with adapters that need them.
-    pub decoded: Arc<DynamicImage>,
+    /// The decoded pixels (8-bit RGB, EXIF orientation applied), shared by everyone who needs
+    /// them; `None` for an image that is only forwarded, which is never decoded.
+    pub decoded: Option<Arc<DynamicImage>>,
 }
 
 /// What an upstream documents it accepts. livegate never sends anything outside these.
@@ -31,6 +32,17 @@ pub struct Capabilities {
     pub max_bytes: usize,
 }
 
+impl Capabilities {
+    /// Whether an image of this format, size (after orientation) and length goes to the
+    /// upstream as sent, with no decoding or re-encoding.
+    pub fn takes_as_is(&self, format: ImageFormat, width: u32, height: u32, len: usize) -> bool {
+        self.formats.contains(&format)
+            && width.max(height) <= self.max_side
+            && width.min(height) >= self.min_side
+            && len <= self.max_bytes
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ImageError {
     #[error("the image is {width}x{height}; this provider requires at least {min} px on each side")]
@@ -39,6 +51,9 @@ pub enum ImageError {
     TooLarge { max_bytes: usize },
     #[error("the image could not be re-encoded: {0}")]
     Encode(String),
+    /// The gateway decides up front whether pixels are needed; reaching this is its bug.
+    #[error("the image must be adapted for this provider but was not decoded")]
+    NotDecoded,
 }
 
 /// Make `input` acceptable to a provider: transcode formats it does not take, downscale what
@@ -52,13 +67,12 @@ pub fn adapt_image(input: &ImageInput, caps: &Capabilities) -> Result<ImageInput
             min: caps.min_side,
         });
     }
-    let format_ok = caps.formats.contains(&input.format);
-    let side_ok = w.max(h) <= caps.max_side;
-    if format_ok && side_ok && input.bytes.len() <= caps.max_bytes {
+    if caps.takes_as_is(input.format, w, h, input.bytes.len()) {
         return Ok(input.clone());
     }
-
-    let mut img: DynamicImage = (*input.decoded).clone();
+    let side_ok = w.max(h) <= caps.max_side;
+    let decoded = input.decoded.as_ref().ok_or(ImageError::NotDecoded)?;
+    let mut img: DynamicImage = (**decoded).clone();
     if !side_ok {
         img = img.resize(
             caps.max_side,
@@ -91,7 +105,7 @@ pub fn adapt_image(input: &ImageInput, caps: &Capabilities) -> Result<ImageInput
                 height: rgb.height(),
                 format: target,
                 bytes: Bytes::from(bytes),
-                decoded: Arc::new(rgb),
+                decoded: Some(Arc::new(rgb)),
             });
         }
         if target != ImageFormat::Jpeg {
@@ -131,7 +145,7 @@ mod tests {
             width: w,
             height: h,
             sha256: "x".into(),
-            decoded: Arc::new(img),
+            decoded: Some(Arc::new(img)),
         }
     }
 

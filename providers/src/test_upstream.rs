@@ -123,7 +123,7 @@ pub fn request(format: ImageFormat, width: u32, height: u32, threshold: f64) -> 
             width,
             height,
             sha256: "x".into(),
-            decoded: Arc::new(img),
+            decoded: Some(Arc::new(img)),
         },
         threshold,
         request_id: "req-1".into(),

@@ -20,7 +20,7 @@ async fn a_full_queue_is_refused_as_overloaded() {
     let image = ImageInput {
         width: decoded.width(),
         height: decoded.height(),
-        decoded: Arc::new(image::DynamicImage::ImageRgb8(decoded)),
+        decoded: Some(Arc::new(image::DynamicImage::ImageRgb8(decoded))),
         bytes: bytes.into(),
         format: ImageFormat::Jpeg,
         sha256: String::new(),

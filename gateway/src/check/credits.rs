@@ -69,10 +69,13 @@ pub fn outcome_label(reserved: &Result<Option<Reservation>, ApiError>) -> &'stat
 
 /// Reserve `amount` for a metered tenant. Opens the account on first use (a tenant added by a
 /// config reload).
+/// Reserve `amount` for `tenant` under the reservation `id` (chosen by the caller, so that a
+/// reservation whose commit was acknowledged by nobody can still be released by its id).
 pub async fn reserve(
     store: &DynStore,
     writers: &Writers,
     tenant: &Tenant,
+    id: Uuid,
     amount: i64,
     ttl: Duration,
 ) -> Result<Option<Reservation>, ApiError> {
@@ -82,7 +85,7 @@ pub async fn reserve(
     let expires_at = Utc::now()
         + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::seconds(120));
     let req = ReserveRequest {
-        id: Uuid::now_v7(),
+        id,
         tenant_id: tenant.id.clone(),
         amount,
         expires_at,

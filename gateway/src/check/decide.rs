@@ -180,6 +180,7 @@ mod tests {
             rate_limit: None,
             key_rate_limits: HashMap::new(),
             face_checks: Default::default(),
+            decode: Default::default(),
         }
     }
 

@@ -152,12 +152,18 @@ impl Identity {
             return Ok(Reviewed::unchecked(judgement));
         }
         let engine = engine(s.models_dir.clone()).await?;
-        let img = Arc::clone(&s.image.decoded);
-        let embedded =
-            tokio::task::spawn_blocking(move || engine.analyze_and_embed(&img.to_rgb8()))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?;
+        let Some(img) = s.image.decoded.clone() else {
+            return Err(ApiError::internal(
+                "a face check on an image that was not decoded",
+            ));
+        };
+        let embedded = tokio::task::spawn_blocking(move || match img.as_rgb8() {
+            Some(rgb) => engine.analyze_and_embed(rgb),
+            None => engine.analyze_and_embed(&img.to_rgb8()),
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
         // The provider saw a face the engine does not: nothing to match.
         let Some(embedding) = embedded.1 else {
             return Ok(Reviewed::unchecked(judgement));

@@ -148,12 +148,40 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Header, ApiError> {
 /// thread.
 pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
     let header = inspect(&bytes, limits)?;
-    decode_with(bytes, &header, limits)
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    decode_with(bytes, &header, sha256, limits)
 }
 
-/// [`decode`] of an image [`inspect`] already passed.
-pub fn decode_with(bytes: Bytes, header: &Header, limits: &Limits) -> Result<ImageInput, ApiError> {
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+/// An image [`inspect`] passed, as it is forwarded without decoding: its dimensions are the
+/// header's, turned by its EXIF orientation.
+pub fn undecoded(bytes: Bytes, header: &Header, sha256: String) -> ImageInput {
+    use image::metadata::Orientation as O;
+    let turned = matches!(
+        header.orientation,
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
+    );
+    let (width, height) = if turned {
+        (header.height, header.width)
+    } else {
+        (header.width, header.height)
+    };
+    ImageInput {
+        width,
+        height,
+        bytes,
+        format: header.format,
+        sha256,
+        decoded: None,
+    }
+}
+
+/// [`decode`] of an image [`inspect`] already passed, whose SHA-256 is known.
+pub fn decode_with(
+    bytes: Bytes,
+    header: &Header,
+    sha256: String,
+    limits: &Limits,
+) -> Result<ImageInput, ApiError> {
     let undecodable = |e: image::ImageError| {
         ApiError::new(
             ErrorCode::ImageUndecodable,
@@ -175,6 +203,6 @@ pub fn decode_with(bytes: Bytes, header: &Header, limits: &Limits) -> Result<Ima
         bytes,
         format: header.format,
         sha256,
-        decoded: Arc::new(img),
+        decoded: Some(Arc::new(img)),
     })
 }

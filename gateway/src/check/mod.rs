@@ -98,7 +98,7 @@ async fn run(
     let (image, _decode_grant) = decode(services, req, image, draft)
         .instrument(intake_span)
         .await?;
-    draft.reservation = reserve(services, req, sub.provider.as_deref()).await?;
+    draft.reservation = reserve(services, req, sub.provider.as_deref(), draft).await?;
     let routed = call_providers(req, &image, sub.provider.as_deref(), draft).await?;
     let judgement = judge(services, req, &image, &routed, draft).await?;
     record::apply_verdict(
@@ -146,31 +146,41 @@ async fn claim(
     Ok(begin)
 }
 
-/// Check the image from its header, wait for room in the decoded-bytes budget, then decode
-/// off the async threads; the row gets the image's dimensions. The grant is held as long as
-/// the decoded image lives.
+/// Check the image from its header; decode it only when pixels are needed (see
+/// [`needs_pixels`]), once, after waiting for room in the decoded-bytes budget, off the async
+/// threads. The row gets the image's dimensions. The grant is held as long as the decoded
+/// image lives.
 async fn decode(
     services: &Services,
     req: Request<'_>,
     bytes: bytes::Bytes,
     draft: &mut Draft,
-) -> Result<(ImageInput, admission::DecodeGrant), ApiError> {
+) -> Result<(ImageInput, Option<admission::DecodeGrant>), ApiError> {
     let limits = &req.runtime.config.limits;
     let header = intake::inspect(&bytes, limits)?;
-    let grant = services
-        .admission
-        .decode_room(
-            header.decode_cost(),
-            &req.tenant.id,
-            limits,
-            &services.metrics,
-            admission::DECODE_WAIT,
-        )
-        .await?;
-    let limits = limits.clone();
-    let image = tokio::task::spawn_blocking(move || intake::decode_with(bytes, &header, &limits))
+    // Hashed once, at admission.
+    let sha256 = draft.record.image_sha256.clone().unwrap_or_default();
+    let (image, grant) = if needs_pixels(req, &header, bytes.len()) {
+        let grant = services
+            .admission
+            .decode_room(
+                header.decode_cost(),
+                &req.tenant.id,
+                limits,
+                &services.metrics,
+                admission::DECODE_WAIT,
+            )
+            .await?;
+        let limits = limits.clone();
+        let image = tokio::task::spawn_blocking(move || {
+            intake::decode_with(bytes, &header, sha256, &limits)
+        })
         .await
         .map_err(ApiError::internal)??;
+        (image, Some(grant))
+    } else {
+        (intake::undecoded(bytes, &header, sha256), None)
+    };
     let rec = &mut draft.record;
     rec.image_width = i32::try_from(image.width).ok();
     rec.image_height = i32::try_from(image.height).ok();
@@ -181,6 +191,36 @@ async fn decode(
         rec.image_height,
     );
     Ok((image, grant))
+}
+
+/// Whether anything on this request's way needs the image's pixels: the tenant decodes every
+/// image (`intake.decode: always`), checks faces, or routes to the built-in engine or to a
+/// provider (shadows included) that cannot take the image as sent. An image only forwarded is
+/// never decoded: its header and structure were checked, and the vendor judges the rest.
+fn needs_pixels(req: Request<'_>, header: &intake::Header, len: usize) -> bool {
+    let tenant = req.tenant;
+    if tenant.decode == crate::config::Decode::Always || tenant.face_checks.enabled() {
+        return true;
+    }
+    let forwarded = intake::undecoded(bytes::Bytes::new(), header, String::new());
+    let (w, h) = (forwarded.width, forwarded.height);
+    // Every provider of the route, whichever the request names: shadows still run beside an
+    // override, and the override is one of them.
+    tenant
+        .routing
+        .providers
+        .iter()
+        .any(|name| match req.runtime.provider(name) {
+            Some(g) => {
+                g.provider.kind() == "embedded"
+                    || !g
+                        .provider
+                        .capabilities()
+                        .takes_as_is(header.format, w, h, len)
+            }
+            // Unknown here means the route refuses it later; decoding would not help.
+            None => false,
+        })
 }
 
 /// The providers whose answer can decide (and so be charged): shadows never do.
@@ -197,20 +237,37 @@ async fn reserve(
     services: &Services,
     req: Request<'_>,
     provider_override: Option<&str>,
+    draft: &mut Draft,
 ) -> Result<Option<credits::Reservation>, ApiError> {
     let tenant = req.tenant;
     let cost = credits::max_cost(tenant, &deciding_providers(tenant, provider_override));
     let span = telemetry::credits_span(&tenant.id, cost);
+    let id = uuid::Uuid::now_v7();
     let reserved = credits::reserve(
         &services.store,
         &services.writers,
         tenant,
+        id,
         cost,
         req.runtime.config.limits.reservation_ttl,
     )
     .instrument(span.clone())
     .await;
     span.record("outcome", credits::outcome_label(&reserved));
+    // The database went away mid-reservation: it may have taken it without anyone hearing.
+    // The failure row releases it by id (a release of nothing is nothing), so credits are not
+    // held until the reservation expires.
+    if let Err(e) = &reserved
+        && e.code == crate::error::ErrorCode::StoreUnavailable
+        && tenant.credits.is_some()
+    {
+        draft.unacknowledged = Some(crate::store::ledger::Settlement {
+            reservation_id: id,
+            tenant_id: tenant.id.clone(),
+            reserved: cost,
+            charged: 0,
+        });
+    }
     reserved
 }
 

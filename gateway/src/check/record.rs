@@ -26,6 +26,9 @@ pub struct Draft {
     pub attempts: Vec<AttemptLog>,
     pub shadows: Vec<ShadowCall>,
     pub reservation: Option<Reservation>,
+    /// A reservation whose commit failed unheard (the database went away): released by id
+    /// with the failure row, in case the database took it.
+    pub unacknowledged: Option<crate::store::ledger::Settlement>,
     /// The `Idempotency-Key` this request holds.
     pub idempotency_key: Option<String>,
     /// The face embedding to keep with the row, and the tenant's face-check turn, held until
@@ -69,6 +72,7 @@ impl Draft {
             attempts: Vec::new(),
             shadows: Vec::new(),
             reservation: None,
+            unacknowledged: None,
             idempotency_key: None,
             face: None,
             face_turn: None,
@@ -267,7 +271,11 @@ pub async fn commit(
     let write = ResultWrite {
         verification: rec.clone(),
         attempts: attempts.clone(),
-        settlement: draft.reservation.as_ref().map(|r| r.settle(charged)),
+        settlement: draft
+            .reservation
+            .as_ref()
+            .map(|r| r.settle(charged))
+            .or_else(|| draft.unacknowledged.take()),
         idempotency,
         idempotency_forget,
         face: draft.face.take(),

@@ -31,6 +31,28 @@ pub struct Tenant {
     pub key_rate_limits: HashMap<KeyHash, RateSpec>,
     /// `duplicates` and `blocklist` (face matching, `identity.rs`).
     pub face_checks: face_checks::FaceChecks,
+    /// `intake.decode`: when the image is decoded.
+    pub decode: Decode,
+}
+
+/// When livegate decodes a tenant's images (`intake.decode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decode {
+    /// Only when pixels are needed: the built-in engine, a face check, or an image a provider
+    /// cannot take as sent. An image only forwarded is checked from its header and structure.
+    #[default]
+    WhenNeeded,
+    /// Every image, so one that does not decode is refused here (400 `image_undecodable`)
+    /// rather than by the vendor.
+    Always,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIntake {
+    #[serde(default)]
+    decode: Decode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +132,8 @@ pub struct RawTenant {
     rate_limit: Option<RateSpec>,
     duplicates: Option<face_checks::RawFaceCheck>,
     blocklist: Option<face_checks::RawFaceCheck>,
+    #[serde(default)]
+    intake: RawIntake,
 }
 
 /// A key hash, alone or with a limit of its own.
@@ -231,6 +255,7 @@ pub fn tenant(
         rate_limit: raw.rate_limit,
         key_rate_limits,
         face_checks,
+        decode: raw.intake.decode,
     })
 }
 

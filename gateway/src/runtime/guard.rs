@@ -326,7 +326,7 @@ mod tests {
                 width: 1,
                 height: 1,
                 sha256: String::new(),
-                decoded: Arc::new(decoded),
+                decoded: Some(Arc::new(decoded)),
             },
             threshold: 0.5,
             request_id: "r".into(),
