@@ -120,7 +120,14 @@ async fn connection(
     let seen = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = Busy::enter(&seen);
-        let req = req.map(|body| axum::body::Body::new(Deadlined::new(body, idle, total)));
+        // A request without a body (most GETs) needs no timers.
+        let req = req.map(|body| {
+            if body.is_end_stream() {
+                axum::body::Body::new(body)
+            } else {
+                axum::body::Body::new(Deadlined::new(body, idle, total))
+            }
+        });
         let app = app.clone();
         async move {
             let resp = app.oneshot(req).await;

@@ -389,11 +389,21 @@ async fn reload_under_load_refuses_invalid_files_and_follows_sighup() {
         assert!(kill.success());
         let loaded_v3 = wait_for_hash(&client, &gw, &h3).await;
         assert!(loaded_v3 > loaded_v2);
-        let first_reload = gw
-            .log_events("config reloaded")
-            .into_iter()
-            .find(|e| e["hash"] == h3.as_str())
-            .expect("a reload log line");
+        // The new config is served a moment before its log line is written.
+        let seen = Instant::now();
+        let first_reload = loop {
+            let line = gw
+                .log_events("config reloaded")
+                .into_iter()
+                .find(|e| e["hash"] == h3.as_str());
+            match line {
+                Some(l) => break l,
+                None if seen.elapsed() < Duration::from_secs(5) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => panic!("no reload log line for {h3}"),
+            }
+        };
         if first_reload["trigger"] == "SIGHUP" {
             by_signal = Some(h3);
             break;
