@@ -320,6 +320,43 @@ mod ledger_cases {
         );
     }
 
+    /// A failure row may carry a release-only settlement for a reservation whose commit nobody
+    /// heard (the database went away mid-reservation): it releases the reservation when the
+    /// database took it, and books nothing when it did not.
+    pub async fn an_unheard_reservation_is_released_by_its_failure_row(s: DynStore) {
+        s.ensure_account("a", 10).await.expect("open");
+        let taken = reserve("a", 3, 60);
+        s.reserve_batch(std::slice::from_ref(&taken))
+            .await
+            .expect("reserve");
+        assert_eq!(sums(&s, "a").await, 7);
+        let never = reserve("a", 3, 60);
+        let failed = |r: &ReserveRequest| {
+            let v = record("a", None, Utc::now());
+            ResultWrite {
+                verification: v,
+                attempts: vec![],
+                settlement: Some(Settlement {
+                    reservation_id: r.id,
+                    tenant_id: "a".into(),
+                    reserved: r.amount,
+                    charged: 0,
+                }),
+                idempotency: None,
+                idempotency_forget: None,
+                face: None,
+            }
+        };
+        s.commit_results(&[failed(&taken)]).await.expect("release");
+        assert_eq!(sums(&s, "a").await, 10);
+        assert_eq!(s.open_reservations("a").await.expect("open"), 0);
+        s.commit_results(&[failed(&never)])
+            .await
+            .expect("a release of nothing");
+        assert_eq!(sums(&s, "a").await, 10);
+        assert_eq!(s.ledger("a").await.expect("ledger").len(), 3);
+    }
+
     pub async fn adjustments_need_an_account(s: DynStore) {
         assert!(matches!(
             s.adjust_credits(&Adjustment::new("a", 5, "topup", "why"))
@@ -503,7 +540,9 @@ pub async fn a_kept_face_is_written_with_its_verification(s: DynStore) {
 
 use ledger_cases::{
     a_batch_reserves_in_order, a_taken_over_key_is_completed_only_by_its_holder,
-    accounts_open_once, adjustments_need_an_account, idempotency_keys_claim_replay_and_expire,
+    accounts_open_once, adjustments_need_an_account,
+    an_unheard_reservation_is_released_by_its_failure_row,
+    idempotency_keys_claim_replay_and_expire,
 };
 
 macro_rules! conformance {
@@ -531,6 +570,7 @@ conformance!(
     migrations_are_idempotent,
     accounts_open_once,
     a_batch_reserves_in_order,
+    an_unheard_reservation_is_released_by_its_failure_row,
     adjustments_need_an_account,
     idempotency_keys_claim_replay_and_expire,
     a_taken_over_key_is_completed_only_by_its_holder,
