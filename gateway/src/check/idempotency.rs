@@ -27,7 +27,8 @@ pub const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const FIRST_LOOK: Duration = Duration::from_millis(25);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
-/// Requests waiting for a key held by a request of this instance, woken when it ends.
+/// Requests waiting for a key held by a request of this instance, woken when it ends. Only a
+/// request that found its key taken registers here.
 #[derive(Debug, Default)]
 pub struct Waiters {
     keys: std::sync::Mutex<HashMap<(String, String), Arc<Notify>>>,
@@ -38,11 +39,18 @@ impl Waiters {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn listen(&self, tenant: &str, key: &str) -> Arc<Notify> {
-        self.lock()
+    fn listen<'a>(&'a self, tenant: &'a str, key: &'a str) -> Listening<'a> {
+        let wake = self
+            .lock()
             .entry((tenant.to_owned(), key.to_owned()))
             .or_default()
-            .clone()
+            .clone();
+        Listening {
+            waiters: self,
+            tenant,
+            key,
+            wake,
+        }
     }
 
     /// The request holding `key` ended (its answer is stored, or the key released).
@@ -51,27 +59,27 @@ impl Waiters {
             n.notify_waiters();
         }
     }
+}
 
-    /// A waiter gave up or got its answer: forget the key unless someone else waits on it.
-    fn leave(&self, tenant: &str, key: &str, mine: Arc<Notify>) {
-        let mut keys = self.lock();
-        let k = (tenant.to_owned(), key.to_owned());
-        // The map's reference and `mine` are the only ones left.
+/// One waiter's registration; dropped, it forgets the key unless someone else waits on it.
+struct Listening<'a> {
+    waiters: &'a Waiters,
+    tenant: &'a str,
+    key: &'a str,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.waiters.lock();
+        let k = (self.tenant.to_owned(), self.key.to_owned());
+        // The map's reference and this one are the only ones left.
         if keys
             .get(&k)
-            .is_some_and(|n| Arc::ptr_eq(n, &mine) && Arc::strong_count(n) == 2)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.wake) && Arc::strong_count(n) == 2)
         {
             keys.remove(&k);
         }
-    }
-
-    /// Keys waited on now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -128,40 +136,16 @@ pub async fn begin(
     lock_for: Duration,
     wait: Duration,
 ) -> Result<Begin, ApiError> {
-    let wake = waiters.listen(tenant_id, key);
-    let outcome = claim_or_wait(
-        store,
-        &wake,
-        tenant_id,
-        key,
-        request_hash,
-        owner,
-        lock_for,
-        wait,
-    )
-    .await;
-    waiters.leave(tenant_id, key, wake);
-    outcome
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn claim_or_wait(
-    store: &DynStore,
-    wake: &Notify,
-    tenant_id: &str,
-    key: &str,
-    request_hash: &str,
-    owner: uuid::Uuid,
-    lock_for: Duration,
-    wait: Duration,
-) -> Result<Begin, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut pause = FIRST_LOOK;
+    let mut listening: Option<Listening<'_>> = None;
     loop {
         // Listening before looking, so an end between the look and the wait is not missed.
-        let woken = wake.notified();
-        let mut woken = std::pin::pin!(woken);
-        woken.as_mut().enable();
+        let wake = listening.as_ref().map(|l| l.wake.clone());
+        let mut woken = wake.as_deref().map(|n| Box::pin(n.notified()));
+        if let Some(w) = woken.as_mut() {
+            w.as_mut().enable();
+        }
         let now = Utc::now();
         let req = IdemClaimRequest {
             tenant_id: tenant_id.to_owned(),
@@ -202,9 +186,15 @@ async fn claim_or_wait(
                         "a request with this Idempotency-Key is still running; retry later",
                     ));
                 }
-                let until = deadline.min(tokio::time::Instant::now() + pause);
-                let _ = tokio::time::timeout_at(until, woken).await;
-                pause = (pause * 2).min(LONGEST_PAUSE);
+                match woken {
+                    // Taken: listen for its end, and look once more before waiting.
+                    None => listening = Some(waiters.listen(tenant_id, key)),
+                    Some(w) => {
+                        let until = deadline.min(tokio::time::Instant::now() + pause);
+                        let _ = tokio::time::timeout_at(until, w).await;
+                        pause = (pause * 2).min(LONGEST_PAUSE);
+                    }
+                }
             }
         }
     }

@@ -356,6 +356,33 @@ async fn concurrent_duplicates_run_once(h: Harness) {
     assert_ledger(&h.store, "metered", INITIAL - 2).await;
 }
 
+/// A repeat waiting on a key held by a request of this instance is woken when that request
+/// ends, not at its next look: by the time the holder ends (1.8 s) the waiter's pause between
+/// looks has grown to a second, yet its answer follows the holder's at once.
+async fn a_waiter_is_woken_when_the_key_is_done(h: Harness) {
+    h.sim_rule(json!({"score": 0.95, "delay_ms": 1800})).await;
+    let h = Arc::new(h);
+    let first = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let r = post_with_key(&h, "wake-key", jpeg(21), "0.6").await;
+            (r, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let repeat = post_with_key(&h, "wake-key", jpeg(21), "0.6").await;
+    let repeated_at = std::time::Instant::now();
+    let (first, first_at) = first.await.expect("task");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(repeat.status, 200, "{}", repeat.body);
+    assert_eq!(repeat.body["id"], first.body["id"]);
+    let gap = repeated_at.saturating_duration_since(first_at);
+    assert!(
+        gap < std::time::Duration::from_millis(400),
+        "the waiter answered {gap:?} after the holder"
+    );
+}
+
 async fn rate_limits_in_process(h: Harness) {
     let mut statuses = Vec::new();
     let mut last = None;
@@ -500,6 +527,12 @@ mod sqlite {
         }
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_is_woken_when_the_key_is_done() {
+        if let Some(h) = start(Backend::Sqlite).await {
+            super::a_waiter_is_woken_when_the_key_is_done(h).await;
+        }
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rate_limits_in_process() {
         if let Some(h) = start(Backend::Sqlite).await {
             super::rate_limits_in_process(h).await;
@@ -543,6 +576,12 @@ mod postgres {
     async fn concurrent_duplicates_run_once() {
         if let Some(h) = start(Backend::Postgres).await {
             super::concurrent_duplicates_run_once(h).await;
+        }
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_is_woken_when_the_key_is_done() {
+        if let Some(h) = start(Backend::Postgres).await {
+            super::a_waiter_is_woken_when_the_key_is_done(h).await;
         }
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
