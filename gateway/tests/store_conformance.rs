@@ -236,6 +236,8 @@ mod ledger_cases {
         assert!(!s.ensure_account("a", 500).await.expect("again"));
         assert_eq!(sums(&s, "a").await, 5);
         assert_eq!(s.balance("nobody").await.expect("balance"), None);
+        let all = s.balances().await.expect("balances");
+        assert!(all.contains(&("a".to_owned(), 5)), "{all:?}");
     }
 
     pub async fn a_batch_reserves_in_order(s: DynStore) {

@@ -31,6 +31,17 @@ pub struct Header {
 }
 
 impl Header {
+    /// Width and height once the EXIF orientation is applied (a quarter turn swaps them).
+    pub fn oriented_size(&self) -> (u32, u32) {
+        use image::metadata::Orientation as O;
+        match self.orientation {
+            O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH => {
+                (self.height, self.width)
+            }
+            _ => (self.width, self.height),
+        }
+    }
+
     /// The memory a decode to 8-bit RGB holds at its peak: the native pixels or the RGB copy.
     pub fn decode_cost(&self) -> u64 {
         self.decoded_bytes

@@ -67,10 +67,9 @@ pub fn outcome_label(reserved: &Result<Option<Reservation>, ApiError>) -> &'stat
     }
 }
 
-/// Reserve `amount` for a metered tenant. Opens the account on first use (a tenant added by a
-/// config reload).
-/// Reserve `amount` for `tenant` under the reservation `id` (chosen by the caller, so that a
-/// reservation whose commit was acknowledged by nobody can still be released by its id).
+/// Reserve `amount` for a metered tenant under the reservation `id`. Opens the account on first
+/// use (a tenant added by a config reload). The caller chooses the id, so that a reservation
+/// whose commit nobody heard acknowledged can still be released by it.
 pub async fn reserve(
     store: &DynStore,
     writers: &Writers,

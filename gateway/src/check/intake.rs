@@ -155,16 +155,7 @@ pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
 /// An image [`inspect`] passed, as it is forwarded without decoding: its dimensions are the
 /// header's, turned by its EXIF orientation.
 pub fn undecoded(bytes: Bytes, header: &Header, sha256: String) -> ImageInput {
-    use image::metadata::Orientation as O;
-    let turned = matches!(
-        header.orientation,
-        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
-    );
-    let (width, height) = if turned {
-        (header.height, header.width)
-    } else {
-        (header.width, header.height)
-    };
+    let (width, height) = header.oriented_size();
     ImageInput {
         width,
         height,

@@ -202,8 +202,7 @@ fn needs_pixels(req: Request<'_>, header: &intake::Header, len: usize) -> bool {
     if tenant.decode == crate::config::Decode::Always || tenant.face_checks.enabled() {
         return true;
     }
-    let forwarded = intake::undecoded(bytes::Bytes::new(), header, String::new());
-    let (w, h) = (forwarded.width, forwarded.height);
+    let (w, h) = header.oriented_size();
     // Every provider of the route, whichever the request names: shadows still run beside an
     // override, and the override is one of them.
     tenant

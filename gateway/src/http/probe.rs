@@ -75,13 +75,20 @@ pub fn spawn(
 }
 
 /// Balances move on every instance: each instance reports the shared truth, as of its last
-/// read, rather than only what it charged itself.
+/// read, rather than only what it charged itself. One query, however many tenants.
 async fn balances(store: &Arc<dyn Store>, rt: &Runtime, metrics: &Metrics) {
-    for t in rt.config.tenants.values().filter(|t| t.credits.is_some()) {
-        match store.balance(&t.id).await {
-            Ok(Some(b)) => metrics.set_credit_balance(&t.id, b),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(tenant = %t.id, error = %e, "reading a balance failed"),
+    let metered = |id: &str| {
+        rt.config
+            .tenants
+            .get(id)
+            .is_some_and(|t| t.credits.is_some())
+    };
+    match store.balances().await {
+        Ok(all) => {
+            for (tenant, b) in all.iter().filter(|(t, _)| metered(t)) {
+                metrics.set_credit_balance(tenant, *b);
+            }
         }
+        Err(e) => tracing::warn!(error = %e, "reading the balances failed"),
     }
 }

@@ -127,6 +127,8 @@ pub trait LedgerCommon: Send + Sync {
     /// tenant has no account.
     async fn adjust_credits(&self, a: &Adjustment<'_>) -> StoreResult<i64>;
     async fn balance(&self, tenant_id: &str) -> StoreResult<Option<i64>>;
+    /// Every account's balance, by tenant id, in one query.
+    async fn balances(&self) -> StoreResult<Vec<(String, i64)>>;
     async fn ledger(&self, tenant_id: &str) -> StoreResult<Vec<LedgerEntry>>;
     async fn open_reservations(&self, tenant_id: &str) -> StoreResult<i64>;
     /// Verifications that reached a decision since `since`.
@@ -332,6 +334,15 @@ impl<D: Db> LedgerCommon for D {
             .await?
             .map(|r| r.get("balance"))
             .transpose()
+    }
+
+    async fn balances(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = self
+            .rows(Stmt::new("SELECT id, balance FROM tenants"))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get("id")?, r.get("balance")?)))
+            .collect()
     }
 
     async fn ledger(&self, tenant_id: &str) -> StoreResult<Vec<LedgerEntry>> {

@@ -206,6 +206,26 @@ fn attempt_as(r: &impl Cols, prefix: &str) -> StoreResult<AttemptRecord> {
     })
 }
 
+/// One page of a tenant's verifications, newest first. Each optional filter is `$n IS NULL OR
+/// …`; the parameter types come from the bound values, so the same text serves both backends.
+fn page_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 \
+         AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR decision = $3) \
+         AND ($4 IS NULL OR created_at >= $4) ORDER BY id DESC LIMIT $5"
+    )
+}
+
+/// `sql` (built on [`page_sql`]) with the page's parameters bound.
+fn bind_page(f: &ListFilter, tenant_id: &str, sql: String) -> Stmt {
+    Stmt::new(sql)
+        .bind(tenant_id)
+        .bind(f.before)
+        .bind(&f.decision)
+        .bind(f.since)
+        .bind(clamp_limit(f.limit))
+}
+
 /// `a.col AS a_col, …` for every attempt column.
 fn aliased_attempt_columns() -> String {
     ATTEMPT_COLUMNS
@@ -250,20 +270,11 @@ impl<B: Backend> Store for B {
         tenant_id: &str,
         f: &ListFilter,
     ) -> StoreResult<Vec<VerificationRecord>> {
-        // Each optional filter is `$n IS NULL OR …`; the parameter types come from the bound
-        // values, so the same text serves both backends.
-        let sql = format!(
-            "SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 \
-             AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR decision = $3) \
-             AND ($4 IS NULL OR created_at >= $4) ORDER BY id DESC LIMIT $5"
-        );
-        let s = Stmt::new(sql)
-            .bind(tenant_id)
-            .bind(f.before)
-            .bind(&f.decision)
-            .bind(f.since)
-            .bind(clamp_limit(f.limit));
-        self.rows(s).await?.iter().map(verification).collect()
+        self.rows(bind_page(f, tenant_id, page_sql()))
+            .await?
+            .iter()
+            .map(verification)
+            .collect()
     }
 
     async fn list_with_attempts(
@@ -273,21 +284,14 @@ impl<B: Backend> Store for B {
     ) -> StoreResult<Vec<(VerificationRecord, Vec<AttemptRecord>)>> {
         // The page is chosen first, then joined to its attempts: one round trip, not 1 + n.
         let sql = format!(
-            "SELECT v.*, {} FROM (SELECT {COLUMNS} FROM verifications WHERE tenant_id = $1 \
-             AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR decision = $3) \
-             AND ($4 IS NULL OR created_at >= $4) ORDER BY id DESC LIMIT $5) v \
+            "SELECT v.*, {} FROM ({}) v \
              LEFT JOIN verification_attempts a ON a.verification_id = v.id \
              ORDER BY v.id DESC, a.attempt_no",
-            aliased_attempt_columns()
+            aliased_attempt_columns(),
+            page_sql()
         );
-        let s = Stmt::new(sql)
-            .bind(tenant_id)
-            .bind(f.before)
-            .bind(&f.decision)
-            .bind(f.since)
-            .bind(clamp_limit(f.limit));
         let mut page: Vec<(VerificationRecord, Vec<AttemptRecord>)> = Vec::new();
-        for row in self.rows(s).await? {
+        for row in self.rows(bind_page(f, tenant_id, sql)).await? {
             let id = row.uuid("id")?;
             if page.last().is_none_or(|(v, _)| v.id != id) {
                 page.push((verification(&row)?, Vec::new()));

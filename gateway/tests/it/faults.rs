@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::credits::assert_ledger;
-use crate::harness::{Harness, SimUrls, jpeg, postgres_url};
+use crate::harness::{Harness, SimUrls, jpeg, postgres_url, selfie_request};
 
 const QUITTER_KEY: &str = "lg_test_quitter_key_4040";
 const PATIENT_KEY: &str = "lg_test_patient_key_4041";
@@ -314,16 +314,13 @@ async fn a_database_outage_answers_503_and_loses_no_paid_verdict() {
     }
     // A check that needs the database now (its credits) is told to come back shortly (once
     // its failure row is stored).
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(jpeg(200)).file_name("s.jpg"),
-    );
-    let refused = tokio::spawn(Harness::call(
-        h.client
-            .post(h.url("/v1/liveness"))
-            .bearer_auth(QUITTER_KEY)
-            .multipart(form),
-    ));
+    let refused = tokio::spawn(Harness::call(selfie_request(
+        &h.client,
+        &h.base,
+        QUITTER_KEY,
+        jpeg(200),
+        "s.jpg",
+    )));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     cut.restore();
     let refused = refused.await.expect("join");
@@ -416,15 +413,8 @@ tenants:
     const IN_FLIGHT: usize = 4;
     let calls: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
-            let form = reqwest::multipart::Form::new().part(
-                "image",
-                reqwest::multipart::Part::bytes(jpeg(u8::try_from(i).expect("small")))
-                    .file_name("s.jpg"),
-            );
-            let call = client
-                .post(format!("{}/v1/liveness", served.base))
-                .bearer_auth(PATIENT_KEY)
-                .multipart(form);
+            let image = jpeg(u8::try_from(i).expect("small"));
+            let call = selfie_request(&client, &served.base, PATIENT_KEY, image, "s.jpg");
             tokio::spawn(Harness::call(call))
         })
         .collect();
@@ -486,16 +476,8 @@ async fn a_long_outage_spools_paid_verdicts_until_the_database_returns() {
     const PAID: usize = 3;
     let calls: Vec<_> = (0..PAID)
         .map(|i| {
-            let form = reqwest::multipart::Form::new().part(
-                "image",
-                reqwest::multipart::Part::bytes(jpeg(u8::try_from(i).expect("small") + 100))
-                    .file_name("s.jpg"),
-            );
-            let call = h
-                .client
-                .post(h.url("/v1/liveness"))
-                .bearer_auth(QUITTER_KEY)
-                .multipart(form);
+            let image = jpeg(u8::try_from(i).expect("small") + 100);
+            let call = selfie_request(&h.client, &h.base, QUITTER_KEY, image, "s.jpg");
             tokio::spawn(Harness::call(call))
         })
         .collect();

@@ -430,6 +430,20 @@ pub async fn post_selfie(
     image: Vec<u8>,
     name: &str,
 ) -> reqwest::Response {
+    selfie_request(client, base, key, image, name)
+        .send()
+        .await
+        .expect("send")
+}
+
+/// The request [`post_selfie`] sends, to send later (e.g. from a task).
+pub fn selfie_request(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    image: Vec<u8>,
+    name: &str,
+) -> reqwest::RequestBuilder {
     let form = reqwest::multipart::Form::new().part(
         "image",
         reqwest::multipart::Part::bytes(image).file_name(name.to_owned()),
@@ -438,9 +452,6 @@ pub async fn post_selfie(
         .post(format!("{base}/v1/liveness"))
         .bearer_auth(key)
         .multipart(form)
-        .send()
-        .await
-        .expect("send")
 }
 
 /// A port nothing listens on right now (bound, read, released).

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Backend, Harness, SimUrls, jpeg, spawn_sim};
+use crate::harness::{Backend, Harness, SimUrls, jpeg, selfie_request, spawn_sim};
 
 const KEY: &str = "lg_test_hostile_key_5050";
 const OTHER_KEY: &str = "lg_test_hostile_other_5051";
@@ -257,14 +257,7 @@ async fn decompression_bombs_are_refused_before_decoding() {
     let client = reqwest::Client::new();
     let calls: Vec<_> = (0..8)
         .map(|_| {
-            let form = reqwest::multipart::Form::new().part(
-                "image",
-                reqwest::multipart::Part::bytes(bomb.clone()).file_name("bomb.png"),
-            );
-            let call = client
-                .post(format!("{}/v1/liveness", served.base))
-                .bearer_auth(OTHER_KEY)
-                .multipart(form);
+            let call = selfie_request(&client, &served.base, OTHER_KEY, bomb.clone(), "bomb.png");
             tokio::spawn(Harness::call(call))
         })
         .collect();
@@ -375,15 +368,7 @@ async fn past_the_in_flight_caps_work_is_shed_at_once() {
     let h = start("limits: { max_in_flight: 3, max_in_flight_per_tenant: 2 }").await;
     h.sim_rule(json!({"delay_ms": 1500, "score": 0.95})).await;
     let send = |key: &'static str, seed: u8| {
-        let form = reqwest::multipart::Form::new().part(
-            "image",
-            reqwest::multipart::Part::bytes(jpeg(seed)).file_name("s.jpg"),
-        );
-        let call = h
-            .client
-            .post(h.url("/v1/liveness"))
-            .bearer_auth(key)
-            .multipart(form);
+        let call = selfie_request(&h.client, &h.base, key, jpeg(seed), "s.jpg");
         tokio::spawn(Harness::call(call))
     };
     let admitted = vec![send(KEY, 10), send(KEY, 11)];
