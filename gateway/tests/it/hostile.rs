@@ -551,3 +551,45 @@ async fn a_forwarded_image_is_decoded_only_when_the_tenant_asks() {
     assert_eq!((row.image_width, row.image_height), (Some(640), Some(480)));
     assert_eq!(attempts.len(), 1);
 }
+
+/// `jpeg` with an EXIF APP1 segment saying "rotate 90°" (orientation 6) right after SOI.
+fn with_exif_rotation(jpeg: &[u8]) -> Vec<u8> {
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec(); // little-endian, IFD at 8
+    tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&[6, 0, 0, 0]);
+    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let len = u16::try_from(app1.len() + 2).expect("small");
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// The dimensions stored for a forwarded image are those its EXIF orientation gives, as for a
+/// decoded one: a 640x480 JPEG turned a quarter is 480x640, on either path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turned_image_keeps_its_turned_size_undecoded() {
+    let h = Harness::start_with(Backend::Sqlite, |u: &SimUrls| {
+        config(u.didit, "").replace("  third:\n", "  third:\n    intake: { decode: always }\n")
+    })
+    .await
+    .expect("harness");
+    let turned = with_exif_rotation(&jpeg(30));
+    for (key, tenant) in [(OTHER_KEY, "second"), (THIRD_KEY, "third")] {
+        let r = h.liveness(key, "image", turned.clone(), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let (row, _) = h.last_row(tenant).await;
+        assert_eq!(
+            (row.image_width, row.image_height),
+            (Some(480), Some(640)),
+            "{tenant}"
+        );
+    }
+}
