@@ -86,7 +86,7 @@ async fn one(store: &DynStore, writers: Option<&Writers>, tenant: &str) -> bool 
         return false;
     }
     let (verification, attempts) = record(tenant);
-    let write = ResultWrite {
+    let write = Arc::new(ResultWrite {
         verification,
         attempts,
         settlement: Some(Settlement {
@@ -98,7 +98,7 @@ async fn one(store: &DynStore, writers: Option<&Writers>, tenant: &str) -> bool 
         idempotency: None,
         idempotency_forget: None,
         face: None,
-    };
+    });
     match writers {
         Some(w) => w.results.submit(write).await.is_ok(),
         None => store

@@ -277,7 +277,7 @@ mod ledger_cases {
             idempotency_forget: None,
             face: None,
         };
-        s.commit_results(&[write(&v1, &reqs[0], 1)])
+        s.commit_results(&[write(&v1, &reqs[0], 1).into()])
             .await
             .expect("settle");
         assert_eq!(sums(&s, "a").await, 2);
@@ -288,7 +288,7 @@ mod ledger_cases {
             1
         );
         assert_eq!(sums(&s, "a").await, 4);
-        s.commit_results(&[write(&v2, &reqs[1], 2)])
+        s.commit_results(&[write(&v2, &reqs[1], 2).into()])
             .await
             .expect("late settle");
         assert_eq!(sums(&s, "a").await, 2);
@@ -349,10 +349,12 @@ mod ledger_cases {
                 face: None,
             }
         };
-        s.commit_results(&[failed(&taken)]).await.expect("release");
+        s.commit_results(&[failed(&taken).into()])
+            .await
+            .expect("release");
         assert_eq!(sums(&s, "a").await, 10);
         assert_eq!(s.open_reservations("a").await.expect("open"), 0);
-        s.commit_results(&[failed(&never)])
+        s.commit_results(&[failed(&never).into()])
             .await
             .expect("a release of nothing");
         assert_eq!(sums(&s, "a").await, 10);
@@ -402,7 +404,7 @@ mod ledger_cases {
                 request_hash: "h1".into()
             }
         );
-        s.commit_results(&[ResultWrite {
+        s.commit_results(&[std::sync::Arc::new(ResultWrite {
             verification: v.clone(),
             attempts: vec![],
             settlement: None,
@@ -414,7 +416,7 @@ mod ledger_cases {
             }),
             idempotency_forget: None,
             face: None,
-        }])
+        })])
         .await
         .expect("commit");
         assert_eq!(
@@ -484,7 +486,7 @@ mod ledger_cases {
             s.idem_claim(&claim(holder.id, 60)).await.expect("takeover"),
             IdemClaim::Claimed
         );
-        s.commit_results(&[answer(&late, "late")])
+        s.commit_results(&[answer(&late, "late").into()])
             .await
             .expect("late commit");
         assert_eq!(
@@ -500,8 +502,10 @@ mod ledger_cases {
         forget.verification.id = Uuid::now_v7();
         forget.idempotency = None;
         forget.idempotency_forget = Some(("a".into(), "k3".into()));
-        s.commit_results(&[forget]).await.expect("late forget");
-        s.commit_results(&[answer(&holder, "holder")])
+        s.commit_results(&[forget.into()])
+            .await
+            .expect("late forget");
+        s.commit_results(&[answer(&holder, "holder").into()])
             .await
             .expect("holder commit");
         assert_eq!(
@@ -521,7 +525,7 @@ mod ledger_cases {
 pub async fn a_kept_face_is_written_with_its_verification(s: DynStore) {
     use livegate::store::ledger::{KeptFace, ResultWrite};
     let v = record("a", Some("approved"), Utc::now());
-    s.commit_results(&[ResultWrite {
+    s.commit_results(&[std::sync::Arc::new(ResultWrite {
         verification: v.clone(),
         attempts: vec![],
         settlement: None,
@@ -531,7 +535,7 @@ pub async fn a_kept_face_is_written_with_its_verification(s: DynStore) {
             embedding: vec![0.5, -0.5, 0.25, 1.0],
             approved: true,
         }),
-    }])
+    })])
     .await
     .expect("commit");
     let face = s.verification_face("a", v.id).await.expect("face");

@@ -2,6 +2,7 @@
 //! attempts, the shadows that finish after the answer, and the one commit that settles credits
 //! and completes the idempotency key together with the row.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -95,17 +96,18 @@ impl Draft {
 /// outage (a restart, a failover). Past it the result goes to the local spool, committed when
 /// the database returns. A retry after a commit whose acknowledgement was lost finds the row
 /// already there (the verification id is its key) and counts as done: nothing is stored or
-/// charged twice.
+/// charged twice. The write is shared, not copied, between attempts and batch retries: it holds
+/// the vendors' raw bodies.
 async fn submit_results(
     services: &Services,
-    write: ResultWrite,
+    write: &Arc<ResultWrite>,
     grace: Duration,
 ) -> Result<(), ApiError> {
     let give_up = Instant::now() + grace;
     let mut backoff = Duration::from_millis(100);
     let mut retried = false;
     loop {
-        match services.writers.results.submit(write.clone()).await {
+        match services.writers.results.submit(Arc::clone(write)).await {
             Ok(()) => return Ok(()),
             Err(StoreError::Conflict(_)) if retried => return Ok(()),
             Err(StoreError::Unavailable(e)) if Instant::now() + backoff < give_up => {
@@ -114,7 +116,7 @@ async fn submit_results(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 retried = true;
             }
-            Err(StoreError::Unavailable(e)) => return spool(services, &write, e).await,
+            Err(StoreError::Unavailable(e)) => return spool(services, write, e).await,
             Err(e) => return Err(ApiError::store(e)),
         }
     }
@@ -268,20 +270,21 @@ pub async fn commit(
     let held_key = draft.idempotency_key.take();
     let (idempotency, idempotency_forget) =
         idempotency_outcome(tenant, held_key.clone(), view.as_ref())?;
-    let write = ResultWrite {
-        verification: rec.clone(),
-        attempts: attempts.clone(),
-        settlement: draft
-            .reservation
-            .as_ref()
-            .map(|r| r.settle(charged))
-            .or_else(|| draft.unacknowledged.take()),
+    let settlement = draft
+        .reservation
+        .as_ref()
+        .map(|r| r.settle(charged))
+        .or_else(|| draft.unacknowledged.take());
+    let write = Arc::new(ResultWrite {
+        verification: draft.record,
+        attempts,
+        settlement,
         idempotency,
         idempotency_forget,
         face: draft.face.take(),
-    };
-    let submitted = submit_results(services, write, grace)
-        .instrument(telemetry::store_span(1 + attempts.len()))
+    });
+    let submitted = submit_results(services, &write, grace)
+        .instrument(telemetry::store_span(1 + write.attempts.len()))
         .await;
     // The face is stored (or never will be): the tenant's next face check may run.
     if let Some(turn) = draft.face_turn.take() {
@@ -292,18 +295,14 @@ pub async fn commit(
         services.idempotency_waiters.done(&tenant.id, key);
     }
     submitted?;
+    let rec = &write.verification;
     observe(&services.metrics, rec, &draft.attempts);
     if let Some(r) = &draft.reservation {
         services
             .metrics
             .charged_credit_balance(&tenant.id, r.remaining(charged));
     }
-    store_shadows(
-        services,
-        rec.id,
-        attempts.len(),
-        std::mem::take(&mut draft.shadows),
-    );
+    store_shadows(services, rec.id, write.attempts.len(), draft.shadows);
     log(rec);
     match (outcome, view) {
         (Ok(()), Some(v)) => Ok(v),

@@ -2,6 +2,8 @@
 //! the group-committed results batch (verification rows, attempts, settlements and idempotency
 //! answers written in one transaction).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -146,7 +148,7 @@ pub trait LedgerStore: LedgerCommon {
     /// left. One answer per request.
     async fn reserve_batch(&self, reqs: &[ReserveRequest]) -> StoreResult<Vec<ReserveOutcome>>;
     /// Verification rows, attempts, settlements and idempotent answers, in one transaction.
-    async fn commit_results(&self, writes: &[ResultWrite]) -> StoreResult<()>;
+    async fn commit_results(&self, writes: &[Arc<ResultWrite>]) -> StoreResult<()>;
     /// Release reservations that expired before `now` (their instance died); how many.
     async fn expire_reservations(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 }

@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
@@ -93,7 +94,7 @@ impl Spool {
                     continue;
                 }
             };
-            match store.commit_results(std::slice::from_ref(&write)).await {
+            match store.commit_results(&[Arc::new(write)]).await {
                 Ok(()) | Err(StoreError::Conflict(_)) => committed += 1,
                 Err(e) => {
                     tracing::warn!(error = %e, waiting = lines.len() - i, "spool replay paused");
@@ -114,7 +115,7 @@ impl Spool {
 }
 
 /// Replays the spool every `every` until the process ends.
-pub fn spawn_replayer(spool: std::sync::Arc<Spool>, store: DynStore, every: std::time::Duration) {
+pub fn spawn_replayer(spool: Arc<Spool>, store: DynStore, every: std::time::Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {

@@ -1,6 +1,8 @@
 //! Verifications, their attempts and settings: the SQL both backends run, and [`Store`] for
 //! every [`Backend`].
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
@@ -125,7 +127,7 @@ pub(crate) fn insert_statements<'a>(
 /// of every backend's `commit_results`; `None` for no results.
 pub(crate) async fn begin_results<D: Backend>(
     db: &D,
-    writes: &[ResultWrite],
+    writes: &[Arc<ResultWrite>],
 ) -> StoreResult<Option<D::Tx>> {
     if writes.is_empty() {
         return Ok(None);

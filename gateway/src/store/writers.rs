@@ -14,7 +14,7 @@ use crate::store::ledger::{ReserveOutcome, ReserveRequest, ResultWrite};
 #[derive(Debug)]
 pub struct Writers {
     pub reserve: Batcher<ReserveRequest, ReserveOutcome>,
-    pub results: Batcher<ResultWrite, ()>,
+    pub results: Batcher<Arc<ResultWrite>, ()>,
 }
 
 impl Writers {
@@ -38,7 +38,7 @@ impl Writers {
             workers,
             512,
             observer,
-            move |items: Vec<ResultWrite>| {
+            move |items: Vec<Arc<ResultWrite>>| {
                 let s = s.clone();
                 async move {
                     let n = items.len();

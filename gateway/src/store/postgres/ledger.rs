@@ -2,6 +2,7 @@
 //! tenant-id order in every transaction, so concurrent instances never deadlock on them.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -39,12 +40,12 @@ async fn apply_deltas(
 /// last by the caller.
 async fn settle<'a>(
     tx: &mut Tx,
-    writes: &'a [ResultWrite],
+    writes: &'a [Arc<ResultWrite>],
     now: DateTime<Utc>,
 ) -> StoreResult<BTreeMap<&'a str, i64>> {
     let settled: Vec<(&ResultWrite, &Settlement)> = writes
         .iter()
-        .filter_map(|w| w.settlement.as_ref().map(|s| (w, s)))
+        .filter_map(|w| w.settlement.as_ref().map(|s| (&**w, s)))
         .collect();
     let mut deltas: BTreeMap<&str, i64> = BTreeMap::new();
     if settled.is_empty() {
@@ -72,7 +73,7 @@ async fn settle<'a>(
 }
 
 /// Completes the idempotency keys of the results (one statement for all), or forgets them.
-async fn store_answers(tx: &mut Tx, writes: &[ResultWrite]) -> StoreResult<()> {
+async fn store_answers(tx: &mut Tx, writes: &[Arc<ResultWrite>]) -> StoreResult<()> {
     let answers: Vec<_> = writes
         .iter()
         .filter_map(|w| w.idempotency.as_ref().map(|a| (w.verification.id, a)))
@@ -281,7 +282,7 @@ impl LedgerStore for PgStore {
             .ok_or_else(|| StoreError::Other("reservation under lock did not apply".into()))
     }
 
-    async fn commit_results(&self, writes: &[ResultWrite]) -> StoreResult<()> {
+    async fn commit_results(&self, writes: &[Arc<ResultWrite>]) -> StoreResult<()> {
         let Some(mut tx) = begin_results(self, writes).await? else {
             return Ok(());
         };

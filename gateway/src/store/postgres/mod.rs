@@ -31,6 +31,9 @@ pub struct PgStore {
     pgvector: Arc<OnceLock<Option<Pgvector>>>,
 }
 
+/// How long a pooled connection may sit idle before it is pinged ahead of its next use.
+const PING_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let opts: PgConnectOptions = url.parse()?;
@@ -62,6 +65,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(5))
+            // A ping on every acquire is a round trip per group commit. A connection used less
+            // than a second ago is pinged by that use; one idle longer (a restarted server may
+            // have dropped it) is pinged first. A dead one is still caught by the query that
+            // meets it, and writes retry (`limits.commit_grace_ms`).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts.clone())
             .await?;
         let locks = PgPoolOptions::new()

@@ -2,6 +2,7 @@
 //! at a time), so a read-then-write (reservations) cannot fail on a lock upgrade.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -110,7 +111,7 @@ impl LedgerStore for SqliteStore {
         Ok(out)
     }
 
-    async fn commit_results(&self, writes: &[ResultWrite]) -> StoreResult<()> {
+    async fn commit_results(&self, writes: &[Arc<ResultWrite>]) -> StoreResult<()> {
         let Some(mut tx) = begin_results(self, writes).await? else {
             return Ok(());
         };
