@@ -586,3 +586,38 @@ async fn error_details_are_bounded() {
         stored.len()
     );
 }
+
+/// After the database restarts (every pooled connection dropped under the pool's feet), a read
+/// that comes once the connections have sat idle gets its answer: a connection idle past a
+/// second is pinged before it is lent, and a dead one is replaced, not handed to the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_a_database_restart_meet_no_dead_connection() {
+    let Some((cut, store)) = proxied_store().await else {
+        return;
+    };
+    let h = Harness::start_on(store, yaml, Default::default(), None).await;
+    let list = || {
+        Harness::call(
+            h.client
+                .get(h.url("/v1/verifications?limit=1"))
+                .bearer_auth(QUITTER_KEY),
+        )
+    };
+    // Several pooled connections, so that the background probe cannot replace them all.
+    for _ in 0..20 {
+        let reads = futures::future::join_all((0..8).map(|_| list())).await;
+        assert!(reads.iter().all(|r| r.status == 200), "before the restart");
+        if cut.open.lock().expect("lock").len() >= 6 {
+            break;
+        }
+    }
+    let opened = cut.open.lock().expect("lock").len();
+    assert!(opened >= 6, "only {opened} connections were opened");
+    cut.cut();
+    cut.restore();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for i in 0..opened {
+        let r = list().await;
+        assert_eq!(r.status, 200, "read {i} after the restart: {}", r.body);
+    }
+}
