@@ -4,6 +4,7 @@ mod check_config;
 pub mod credits;
 pub mod demo;
 pub mod engine;
+pub mod healthcheck;
 pub mod keys;
 pub mod models;
 pub mod serve;
@@ -98,6 +99,19 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Ask a running gateway whether it is up: exit 0 when its `/healthz` answers 200 (for
+    /// container health checks; the image needs no curl).
+    Healthcheck {
+        /// The address `serve` listens on; a wildcard host is probed on loopback.
+        #[arg(long, env = "LIVEGATE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The path to ask (`/readyz` to also require the database).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// The built-in engine's model files.
     Models {
         #[command(subcommand)]
@@ -209,6 +223,31 @@ pub fn main() -> ExitCode {
             print!("{}", crate::http::openapi::yaml());
             ExitCode::SUCCESS
         }
+        // No telemetry and one thread: a probe runs every few seconds and must stay cheap.
+        Command::Healthcheck {
+            listen,
+            path,
+            timeout,
+        } => {
+            let checked = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")
+                .and_then(|rt| {
+                    rt.block_on(healthcheck::check(
+                        listen,
+                        &path,
+                        std::time::Duration::from_secs(timeout.max(1)),
+                    ))
+                });
+            match checked {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         other => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -314,6 +353,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                         },
                 },
         } => engine::engine_key_new(&collection, test, &database_url).await,
-        Command::CheckConfig { .. } | Command::Keys { .. } | Command::Openapi => Ok(()),
+        Command::CheckConfig { .. }
+        | Command::Keys { .. }
+        | Command::Openapi
+        | Command::Healthcheck { .. } => Ok(()),
     }
 }

@@ -161,3 +161,56 @@ tenants:
         ]
     );
 }
+
+/// The container image's HEALTHCHECK: 0 while the gateway answers, non-zero once nothing listens.
+#[tokio::test]
+async fn healthcheck_exits_zero_only_while_the_gateway_answers() {
+    use crate::harness::{Backend, Harness};
+    let h = Harness::start(Backend::Sqlite).await.expect("harness");
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let probe = |listen: String, path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            livegate()
+                .args([
+                    "healthcheck",
+                    "--listen",
+                    &listen,
+                    "--path",
+                    path,
+                    "--timeout",
+                    "2",
+                ])
+                .env_remove("LIVEGATE_LISTEN")
+                .output()
+                .expect("run livegate healthcheck")
+        })
+    };
+    let up = probe(addr.clone(), "/healthz").await.expect("join");
+    assert!(
+        up.status.success(),
+        "healthcheck failed against a live gateway: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    // A wildcard address is probed on loopback, where a server bound to 0.0.0.0 answers.
+    let port = addr.rsplit(':').next().expect("port").to_owned();
+    let wildcard = probe(format!("0.0.0.0:{port}"), "/healthz")
+        .await
+        .expect("join");
+    assert!(
+        wildcard.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wildcard.stderr)
+    );
+    // Not found is not healthy.
+    let missing = probe(addr, "/no-such-path").await.expect("join");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let closed = format!("127.0.0.1:{}", crate::harness::free_port());
+    let down = probe(closed, "/healthz").await.expect("join");
+    assert!(!down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("unhealthy"),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}

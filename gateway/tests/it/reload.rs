@@ -90,6 +90,24 @@ impl Gateway {
     fn all_logs(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
     }
+
+    /// Wait (at most 60 s) until `/healthz` answers.
+    async fn wait_up(&self, client: &reqwest::Client) {
+        let up_until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < up_until,
+                "livegate did not start:\n{}",
+                self.all_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 fn config_yaml(a: &str, b: &str, route_to: &str, note: &str) -> String {
@@ -222,20 +240,7 @@ async fn reload_under_load_refuses_invalid_files_and_follows_sighup() {
     let gw = Gateway::start(&path, &dir);
 
     // Up, with v1 live.
-    let up_until = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{}/healthz", gw.base)).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < up_until,
-            "livegate did not start:\n{}",
-            gw.all_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_up(&client).await;
     let (status, body) = admin_config(&client, &gw.base, Some(ADMIN_KEY)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["hash"], hash_of(&v1));
@@ -422,5 +427,82 @@ async fn reload_under_load_refuses_invalid_files_and_follows_sighup() {
         .expect("row");
     assert_eq!(row.config_hash.as_deref(), Some(h3.as_str()));
     drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What kubelet does to a mounted ConfigMap: each version is a new timestamped directory,
+/// `..data` a symlink to the current one and `livegate.yaml` a symlink through `..data`; an
+/// update points a fresh `..data_tmp` at the new directory, renames it over `..data` and
+/// removes the old directory. No file livegate was given is ever written.
+struct ConfigMapDir {
+    dir: std::path::PathBuf,
+    version: u32,
+}
+
+impl ConfigMapDir {
+    fn new(dir: &std::path::Path, text: &str) -> ConfigMapDir {
+        let mut cm = ConfigMapDir {
+            dir: dir.join("configmap"),
+            version: 0,
+        };
+        std::fs::create_dir_all(&cm.dir).expect("configmap dir");
+        cm.publish(text);
+        std::os::unix::fs::symlink("..data/livegate.yaml", cm.dir.join("livegate.yaml"))
+            .expect("file symlink");
+        cm
+    }
+
+    fn file(&self) -> std::path::PathBuf {
+        self.dir.join("livegate.yaml")
+    }
+
+    fn publish(&mut self, text: &str) {
+        let old = format!(
+            "..2026_12_02_00_00_0{}.{}",
+            self.version,
+            100 + self.version
+        );
+        self.version += 1;
+        let new = format!(
+            "..2026_12_02_00_00_0{}.{}",
+            self.version,
+            100 + self.version
+        );
+        std::fs::create_dir(self.dir.join(&new)).expect("version dir");
+        std::fs::write(self.dir.join(&new).join("livegate.yaml"), text).expect("write version");
+        std::os::unix::fs::symlink(&new, self.dir.join("..data_tmp")).expect("..data_tmp");
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).expect("swap ..data");
+        if self.version > 1 {
+            std::fs::remove_dir_all(self.dir.join(old)).expect("remove old version");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_update_by_symlink_swap_is_reloaded() {
+    let dir = std::env::temp_dir().join(format!("lg-cm-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let first = config_yaml("http://127.0.0.1:9", "http://127.0.0.1:9", "sim_a", "v1");
+    let mut cm = ConfigMapDir::new(&dir, &first);
+    let gw = Gateway::start(&cm.file(), &dir);
+    let client = reqwest::Client::new();
+    gw.wait_up(&client).await;
+    wait_for_hash(&client, &gw, &hash_of(&first)).await;
+
+    let second = config_yaml("http://127.0.0.1:9", "http://127.0.0.1:9", "sim_b", "v2");
+    cm.publish(&second);
+    wait_for_hash(&client, &gw, &hash_of(&second)).await;
+    assert!(
+        gw.log_events("config reloaded")
+            .iter()
+            .any(|e| e["trigger"] == "file change"),
+        "no reload logged:\n{}",
+        gw.all_logs()
+    );
+
+    // And again: the directory livegate first read through is gone by now.
+    let third = config_yaml("http://127.0.0.1:9", "http://127.0.0.1:9", "sim_a", "v3");
+    cm.publish(&third);
+    wait_for_hash(&client, &gw, &hash_of(&third)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
