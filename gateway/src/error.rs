@@ -131,6 +131,21 @@ error_codes! {
 }
 
 impl ErrorCode {
+    /// Every code as a Markdown table (code, status, title), in table order: the README's list,
+    /// which a test keeps equal to this.
+    pub fn markdown_table() -> String {
+        let mut out = String::from("| code | status | title |\n|---|---|---|\n");
+        for c in ErrorCode::ALL {
+            out.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                c.as_str(),
+                c.status().as_u16(),
+                c.title()
+            ));
+        }
+        out
+    }
+
     /// The problem's `title`: the status's reason phrase.
     pub fn title(self) -> &'static str {
         self.status().canonical_reason().unwrap_or("Error")

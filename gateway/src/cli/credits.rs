@@ -12,11 +12,12 @@ pub async fn add(
     tenant: &str,
     amount: i64,
     reason: String,
-    config: &Path,
-    database_url: &str,
+    config_path: &Path,
+    database_url: Option<String>,
 ) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
-    let s = store::connect(database_url)
+    let config = Config::load(config_path)?;
+    let database_url = crate::cli::database_for(Some((config_path, &config)), database_url)?;
+    let s = store::connect(&database_url)
         .await
         .context("opening the database")?;
     s.migrate().await.context("migrating the database")?;

@@ -22,6 +22,28 @@ use crate::store;
 /// Default store when DATABASE_URL is unset: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:livegate.db";
 
+/// The database a command works on: the config's `database_url`, else `DATABASE_URL` (or
+/// `--database-url`); with no config, the embedded default. A config naming neither is refused,
+/// so that no command quietly works on a new, empty file while the real data is elsewhere.
+pub fn database_for(
+    config: Option<(&std::path::Path, &crate::config::Config)>,
+    given: Option<String>,
+) -> anyhow::Result<String> {
+    if let Some((_, c)) = config
+        && let Some(url) = &c.database_url
+    {
+        return Ok(url.clone());
+    }
+    match (given, config) {
+        (Some(url), _) => Ok(url),
+        (None, None) => Ok(DEFAULT_DATABASE_URL.to_owned()),
+        (None, Some((path, _))) => Err(anyhow::anyhow!(
+            "no database for {}: set `database_url` in it or DATABASE_URL (or --database-url); livegate does not guess one",
+            path.display()
+        )),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "livegate",
@@ -43,9 +65,11 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "LIVEGATE_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
-        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-        database_url: String,
+        /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL. With a config, its
+        /// `database_url` comes first and one of the two is required; without a config the
+        /// default is `sqlite:livegate.db`.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         /// Redis shared by every instance for cluster-wide rate limits (`redis://host:6379`).
         /// Without it each instance limits in process.
         #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -195,8 +219,10 @@ enum CreditsCommand {
         /// The YAML config naming the tenant and its `credits`.
         #[arg(long, env = "LIVEGATE_CONFIG")]
         config: PathBuf,
-        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-        database_url: String,
+        /// The database `serve` uses for this config: the config's `database_url` comes
+        /// first, and one of the two is required.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
 }
 
@@ -204,6 +230,13 @@ enum CreditsCommand {
 enum KeysCommand {
     /// Print a fresh API key and the `sha256:` hash to paste into YAML.
     New,
+    /// Mint a new key for the zero-config `demo` tenant, replacing the stored one (the old key
+    /// stops working when `livegate serve` next starts); prints it once.
+    Demo {
+        /// The database zero-config `serve` uses.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+    },
 }
 
 /// The `livegate` binary: parse the command line and run one command.
@@ -307,13 +340,29 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                     config,
                     database_url,
                 },
-        } => credits::add(&tenant, amount, reason, &config, &database_url).await,
+        } => credits::add(&tenant, amount, reason, &config, database_url).await,
         Command::Migrate { database_url } => {
             let s = store::connect(&database_url)
                 .await
                 .context("opening the database")?;
             s.migrate().await.context("migrating")?;
             println!("migrations applied to {}", store::redact_url(&database_url));
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Demo { database_url },
+        } => {
+            let s = store::connect(&database_url)
+                .await
+                .context("opening the database")?;
+            s.migrate().await.context("migrating the database")?;
+            let (key, hash) = demo::replace(&s).await.context("storing the demo key")?;
+            println!("Demo API key (shown once, stored only as a hash): {key}");
+            println!("hash: {hash}");
+            println!(
+                "Restart `livegate serve` (database {}) to use it.",
+                store::redact_url(&database_url)
+            );
             Ok(())
         }
         Command::Simulate {
@@ -354,7 +403,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 },
         } => engine::engine_key_new(&collection, test, &database_url).await,
         Command::CheckConfig { .. }
-        | Command::Keys { .. }
+        | Command::Keys {
+            command: KeysCommand::New,
+        }
         | Command::Openapi
         | Command::Healthcheck { .. } => Ok(()),
     }

@@ -18,7 +18,8 @@ pub const SPOOL_MAX_ENTRIES: usize = 10_000;
 pub struct Options {
     pub config: Option<PathBuf>,
     pub listen: SocketAddr,
-    pub database_url: String,
+    /// `--database-url` / `DATABASE_URL`, if given (see [`crate::cli::database_for`]).
+    pub database_url: Option<String>,
     pub redis_url: Option<String>,
     pub redis_timeout: std::time::Duration,
     pub search: livegate_engine::search::IndexOptions,
@@ -37,33 +38,27 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
         shutdown_timeout,
         spool_file,
     } = o;
+    let config_path = config.clone();
+    let loaded = match &config {
+        Some(path) => Some(Config::load(path)?),
+        None => None,
+    };
+    let database_url =
+        crate::cli::database_for(config.as_deref().zip(loaded.as_ref()), database_url)?;
     let (database_url, redis_url) = (database_url.as_str(), redis_url.as_deref());
     let store = store::connect(database_url)
         .await
         .context("opening the database")?;
     store.migrate().await.context("migrating the database")?;
-    let config_path = config.clone();
-    let config = match config {
-        Some(path) => Config::load(&path)?,
+    // Zero-config: a demo key minted now is stored and printed only once the engine has loaded
+    // and the port is bound, so a start that fails never shows (or loses) a key.
+    let (config, mut demo) = match loaded {
+        Some(config) => (config, None),
         None => {
-            let (hash, key) = crate::cli::demo::demo_key(&store)
+            let demo = crate::cli::demo::prepare(&store)
                 .await
                 .context("preparing the demo tenant")?;
-            match key {
-                crate::cli::demo::DemoKey::New(key) => {
-                    println!("No config file: serving the built-in engine with a `demo` tenant.");
-                    println!("Demo API key (shown once, stored only as a hash): {key}");
-                    println!(
-                        "Try: curl -H 'Authorization: Bearer {key}' -F image=@selfie.jpg http://{listen}/v1/liveness"
-                    );
-                }
-                crate::cli::demo::DemoKey::Existing => {
-                    println!(
-                        "No config file: serving the built-in engine with the `demo` tenant; its key was printed at first start (remove the database to mint a new one)."
-                    );
-                }
-            }
-            crate::cli::demo::demo_config(&hash)?
+            (crate::cli::demo::demo_config(demo.hash())?, Some(demo))
         }
     };
     crate::check::credits::open_accounts(&store, &config)
@@ -102,7 +97,24 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(listen = %listener.local_addr()?, database = %store::redact_url(database_url), "livegate listening");
+    let bound = listener.local_addr()?;
+    if let Some(demo) = demo.take() {
+        let minted = demo.hash().clone();
+        let announced = crate::cli::demo::commit(&state.store, demo)
+            .await
+            .context("storing the demo key")?;
+        if announced.hash() != &minted {
+            // Another instance on this database minted the key first: serve that one.
+            let config = crate::cli::demo::demo_config(announced.hash())?;
+            let factory: &'static crate::runtime::EmbeddedFactory =
+                &crate::runtime::engine::factory;
+            state
+                .runtime
+                .store(std::sync::Arc::new(Runtime::build(config, Some(factory))?));
+        }
+        announced.print(bound);
+    }
+    tracing::info!(listen = %bound, database = %store::redact_url(database_url), "livegate listening");
     run_until_shutdown(listener, state, server_limits, shutdown_timeout).await
 }
 

@@ -54,6 +54,8 @@ pub struct Config {
     /// The built-in engine's models, for face matching (`duplicates`, `blocklist`); default
     /// as for `kind: embedded` (`LIVEGATE_MODELS_DIR`, `./models`, `../shared/models`).
     pub models_dir: Option<PathBuf>,
+    /// The store every command uses for this config; before `DATABASE_URL`.
+    pub database_url: Option<String>,
     /// `sha256:` of the file's bytes: every verification records the config it was decided under.
     pub hash: String,
 }
@@ -73,6 +75,8 @@ struct RawRoot {
     server: Option<Value>,
     #[serde(default)]
     models_dir: Option<PathBuf>,
+    #[serde(default)]
+    database_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +125,22 @@ impl Config {
             }
         }
 
+        if root
+            .database_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            problems.push(problem(
+                "database_url",
+                "is empty: remove the key or name the database (sqlite:FILE or postgres://…)",
+            ));
+        }
+        if root.tenants.is_empty() {
+            problems.push(problem(
+                "tenants",
+                "no tenants: every API key would be refused; declare at least one",
+            ));
+        }
         let mut tenants = BTreeMap::new();
         let mut seen_keys: HashMap<KeyHash, String> = HashMap::new();
         for (id, v) in root.tenants {
@@ -167,6 +187,7 @@ impl Config {
                 limits,
                 server,
                 models_dir: root.models_dir,
+                database_url: root.database_url,
                 hash,
             })
         } else {

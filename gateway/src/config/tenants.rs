@@ -413,6 +413,48 @@ fn known_providers(
     }
 }
 
+/// Why `code` is not a warning of the normalized vocabulary, naming the closest one; `None`
+/// when it is one.
+fn unknown_warning(code: &str) -> Option<String> {
+    let known = livegate_providers::WarningCode::KNOWN;
+    if known.iter().any(|k| k.as_str() == code) {
+        return None;
+    }
+    let closest = known
+        .iter()
+        .map(|k| k.as_str())
+        .min_by_key(|k| edit_distance(k, code))
+        .filter(|k| edit_distance(k, code) <= 3);
+    let names: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
+    Some(match closest {
+        Some(k) => format!(
+            "unknown warning code (did you mean {k}?); known: {}",
+            names.join(", ")
+        ),
+        None => format!("unknown warning code; known: {}", names.join(", ")),
+    })
+}
+
+/// Levenshtein distance, for "did you mean" on short codes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// The default actions, then the tenant's own; codes are UPPER_SNAKE_CASE.
 fn warning_actions(
     raw: BTreeMap<String, WarningAction>,
@@ -436,6 +478,9 @@ fn warning_actions(
                 format!("{path}.warnings.{code}"),
                 "warning codes are UPPER_SNAKE_CASE",
             ));
+        } else if let Some(message) = unknown_warning(&code) {
+            // A misspelt code would silently never match any answer.
+            problems.push(problem(format!("{path}.warnings.{code}"), message));
         }
         warning_actions.insert(code, action);
     }

@@ -54,9 +54,40 @@ impl Modify for Security {
     }
 }
 
+/// The `code` property of `Problem` lists every [`ErrorCode`] with its status, from the one
+/// table in `error.rs`, so the document cannot fall behind the codes the gateway answers with.
+fn document_error_codes(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let Some(RefOr::T(Schema::Object(problem))) = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("Problem"))
+    else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(code))) = problem.properties.get_mut("code") else {
+        return;
+    };
+    code.enum_values = Some(
+        crate::error::ErrorCode::ALL
+            .iter()
+            .map(|c| serde_json::Value::from(c.as_str()))
+            .collect(),
+    );
+    let table: Vec<String> = crate::error::ErrorCode::ALL
+        .iter()
+        .map(|c| format!("`{}` ({})", c.as_str(), c.status().as_u16()))
+        .collect();
+    code.description = Some(format!(
+        "Stable machine-readable code, with the HTTP status it comes with: {}.",
+        table.join(", ")
+    ));
+}
+
 pub fn yaml() -> String {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document_error_codes(&mut doc);
     doc.to_yaml()
         .unwrap_or_else(|e| format!("# failed to render: {e}\n"))
 }

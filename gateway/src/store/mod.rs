@@ -172,6 +172,8 @@ pub trait Store:
     /// Insert a setting unless it exists; returns the stored value either way.
     async fn setting_insert_if_absent(&self, name: &str, value: &str) -> StoreResult<String>;
     async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Set `name` to `value`, whatever it held.
+    async fn setting_replace(&self, name: &str, value: &str) -> StoreResult<()>;
     /// How many group-commit workers write at once (SQLite has one writer).
     fn write_concurrency(&self) -> usize {
         1

@@ -332,6 +332,20 @@ impl<B: Backend> Store for B {
             .get("value")
     }
 
+    async fn setting_replace(&self, name: &str, value: &str) -> StoreResult<()> {
+        self.execute(
+            Stmt::new(
+                "INSERT INTO settings (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(Utc::now()),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
         let s = Stmt::new("SELECT value FROM settings WHERE name = $1").bind(name);
         self.optional(s).await?.map(|r| r.get("value")).transpose()

@@ -4,6 +4,16 @@ fn livegate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_livegate"))
 }
 
+/// The command succeeded and printed exactly `expected`.
+fn assert_printed(out: &std::process::Output, expected: &str) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+}
+
 /// A new, empty directory for one test's files.
 fn scratch_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lg-cli-{}", uuid::Uuid::new_v4().simple()));
@@ -59,6 +69,7 @@ tenants:
         .env("KAIROS_APP_ID", "x")
         .env("KAIROS_APP_KEY", "x")
         .env("COLLECTIONS_API_KEY", "x")
+        .env("LIVEGATE_MODELS_DIR", shared_models())
         .output()
         .expect("run");
     assert_eq!(
@@ -67,6 +78,150 @@ tenants:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The built-in engine's models, beside the checkout (tests only).
+fn shared_models() -> String {
+    std::env::var("LIVEGATE_MODELS_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models").to_owned())
+}
+
+/// What parses but would fail or do nothing at run time: a misspelt warning code, a file with
+/// no tenants (an empty one included), a built-in engine without its models.
+#[test]
+fn check_config_refuses_what_would_silently_do_nothing() {
+    let dir = scratch_dir();
+    let check = |name: &str, yaml: &str, models: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).expect("write");
+        let out = livegate()
+            .arg("check-config")
+            .arg(&path)
+            .env("LIVEGATE_MODELS_DIR", models)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let tenant = |extra: &str| {
+        format!(
+            r#"
+providers:
+  builtin: {{ kind: embedded }}
+tenants:
+  acme:
+    keys: ["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+    routing: {{ strategy: single, providers: [builtin] }}
+{extra}"#
+        )
+    };
+    let models = shared_models();
+
+    let (code, err) = check("ok.yaml", &tenant(""), &models);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, err) = check(
+        "typo.yaml",
+        &tenant(
+            "    warnings: { LOW_FACE_QUALTY: ignore }
+",
+        ),
+        &models,
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("tenants.acme.warnings.LOW_FACE_QUALTY: unknown warning code (did you mean LOW_FACE_QUALITY?)"),
+        "{err}"
+    );
+
+    for (name, yaml) in [
+        ("empty.yaml", ""),
+        (
+            "none.yaml",
+            "providers: {}
+",
+        ),
+    ] {
+        let (code, err) = check(name, yaml, &models);
+        assert_eq!(code, Some(2), "{name}");
+        assert!(err.contains("tenants: no tenants"), "{name}: {err}");
+    }
+
+    let nowhere = dir.join("no-models-here");
+    let (code, err) = check("nomodels.yaml", &tenant(""), &nowhere.display().to_string());
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("providers.builtin: the built-in engine's models are not in")
+            && err.contains("livegate models fetch"),
+        "{err}"
+    );
+}
+
+/// A command given a config works on that config's database, never on a new file it made up.
+#[test]
+fn credits_add_uses_the_configs_database_or_refuses() {
+    let dir = scratch_dir();
+    let yaml = |database: &str| {
+        format!(
+            r#"{database}
+providers:
+  didit: {{ kind: didit, base_url: "http://127.0.0.1:9101", api_key: "k", timeout_ms: 5000 }}
+tenants:
+  acme:
+    keys: ["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+    routing: {{ strategy: single, providers: [didit] }}
+    credits: {{ initial: 100 }}
+"#
+        )
+    };
+    let run = |config: &std::path::Path| {
+        livegate()
+            .args(["credits", "add", "acme", "5", "--config"])
+            .arg(config)
+            .env_remove("DATABASE_URL")
+            .current_dir(&dir)
+            .output()
+            .expect("run")
+    };
+    let bare = dir.join("bare.yaml");
+    std::fs::write(&bare, yaml("")).expect("write");
+    let out = run(&bare);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no database for") && err.contains("database_url"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("livegate.db").exists(),
+        "a database file was made up"
+    );
+
+    let db = dir.join("named.db");
+    let named = dir.join("named.yaml");
+    std::fs::write(
+        &named,
+        yaml(&format!("database_url: \"sqlite:{}\"", db.display())),
+    )
+    .expect("write");
+    let out = run(&named);
+    assert_printed(&out, "acme: topup +5, balance 105");
+    assert!(db.exists());
+    assert!(!dir.join("livegate.db").exists());
+
+    // serve takes the same database, and refuses the same way.
+    let out = livegate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&bare)
+        .env_remove("DATABASE_URL")
+        .current_dir(&dir)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database for"));
+    assert!(!dir.join("livegate.db").exists());
 }
 
 #[test]
@@ -117,25 +272,9 @@ tenants:
             .expect("run")
     };
     let out = run(&["acme", "50", "--reason", "invoice 7"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "acme: topup +50, balance 1050"
-    );
+    assert_printed(&out, "acme: topup +50, balance 1050");
     let out = run(&["acme", "-20"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "acme: adjust -20, balance 1030"
-    );
+    assert_printed(&out, "acme: adjust -20, balance 1030");
     for (args, why) in [
         (&["free", "5"][..], "has no `credits`"),
         (&["nobody", "5"][..], "not found"),

@@ -80,3 +80,38 @@ fn every_route_is_documented_and_every_operation_routed() {
         "routes (left) and documented operations (right) differ"
     );
 }
+
+/// The README lists every error `code` between its `error-codes` markers, exactly as the one
+/// table in `error.rs` has them; and the document's `Problem.code` enumerates them too.
+#[test]
+fn readme_and_openapi_list_every_error_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let (start, end) = ("<!-- error-codes:start -->\n", "<!-- error-codes:end -->");
+    let from = readme
+        .find(start)
+        .expect("README has <!-- error-codes:start -->")
+        + start.len();
+    let to = readme[from..]
+        .find(end)
+        .expect("README has <!-- error-codes:end -->")
+        + from;
+    let expected = livegate::error::ErrorCode::markdown_table();
+    assert!(
+        readme[from..to] == expected,
+        "README's error-code table is stale; put this between the markers:\n{expected}"
+    );
+    let doc: serde_json::Value =
+        serde_yaml_ng::from_str(&livegate::http::openapi::yaml()).expect("openapi yaml");
+    let listed: Vec<&str> = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("Problem.code has an enum")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let all: Vec<&str> = livegate::error::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(listed, all);
+}

@@ -102,6 +102,12 @@ async fn every_example_tenant_works_against_livegate_simulate() {
             "DATABASE_URL",
             format!("sqlite:{}", dir.join("livegate.db").display()),
         ),
+        (
+            "LIVEGATE_MODELS_DIR",
+            std::env::var("LIVEGATE_MODELS_DIR").unwrap_or_else(|_| {
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models").to_owned()
+            }),
+        ),
     ];
     let config_arg = config_path.display().to_string();
     let mut serve = spawn(
@@ -158,6 +164,29 @@ async fn every_example_tenant_works_against_livegate_simulate() {
             requests[0]["files"].get(field).is_some(),
             "{tenant}: {requests:?}"
         );
+    }
+
+    // The tenant on the built-in engine, with the repository's sample selfie; its Didit shadow
+    // gets the same image in the background.
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/real.jpg"))
+        .expect("samples/real.jpg");
+    let resp = crate::harness::post_selfie(&client, &base, "qux", sample, "real.jpg").await;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(status, 200, "hooli: {body}\n{}", logs(&dir));
+    assert_eq!(body["provider"], "builtin", "hooli: {body}");
+    assert_eq!(body["decision"], "approved", "hooli: {body}");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let requests = sim_requests_at(&client, &format!("http://127.0.0.1:{didit}")).await;
+        if requests.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the shadow never reached Didit: {requests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(serve);
     drop(sims);
