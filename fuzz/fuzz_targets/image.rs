@@ -1,10 +1,11 @@
 //! Any bytes as an image: the format sniff, the structure walk and the header read never
 //! panic; what passes is within the caps, and a small image that passes decodes without a
-//! panic either.
+//! panic either; the metadata strip of what passes never panics, and what it gives back is a
+//! whole image of the same format that the header reader takes with the same size.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use livegate_intake::{HeaderCaps, ImageFormat, header, inspect, structure};
+use livegate_intake::{HeaderCaps, ImageFormat, header, inspect, metadata, structure};
 
 const CAPS: HeaderCaps = HeaderCaps {
     max_pixels: 40_000_000,
@@ -23,5 +24,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(h.decoded_bytes <= CAPS.max_decoded_bytes);
     if h.decode_cost() <= 1 << 20 {
         let _ = header::reader(data, h.format, &CAPS).decode();
+    }
+    if let Some(stripped) = metadata::strip(h.format, data, h.orientation) {
+        let again = inspect(&stripped, &CAPS).expect("a stripped image still passes");
+        assert_eq!(
+            (again.format, again.width, again.height),
+            (h.format, h.width, h.height)
+        );
+        assert_eq!(again.orientation, h.orientation);
     }
 });

@@ -152,6 +152,17 @@ pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
     decode_with(bytes, &header, sha256, limits)
 }
 
+/// What every vendor and shadow is sent: the caller's bytes without their personal metadata
+/// (EXIF, XMP, comments, text chunks; the orientation kept as a one-tag EXIF), never
+/// re-encoded; the caller's own bytes when there is nothing to drop. The SHA-256 recorded stays
+/// that of the caller's bytes.
+fn without_metadata(bytes: Bytes, header: &Header) -> Bytes {
+    match livegate_intake::metadata::strip(header.format, &bytes, header.orientation) {
+        Some(stripped) => Bytes::from(stripped),
+        None => bytes,
+    }
+}
+
 /// An image [`inspect`] passed, as it is forwarded without decoding: its dimensions are the
 /// header's, turned by its EXIF orientation.
 pub fn undecoded(bytes: Bytes, header: &Header, sha256: String) -> ImageInput {
@@ -159,7 +170,7 @@ pub fn undecoded(bytes: Bytes, header: &Header, sha256: String) -> ImageInput {
     ImageInput {
         width,
         height,
-        bytes,
+        bytes: without_metadata(bytes, header),
         format: header.format,
         sha256,
         decoded: None,
@@ -191,7 +202,7 @@ pub fn decode_with(
     Ok(ImageInput {
         width: img.width(),
         height: img.height(),
-        bytes,
+        bytes: without_metadata(bytes, header),
         format: header.format,
         sha256,
         decoded: Some(Arc::new(img)),

@@ -20,6 +20,7 @@ mod multi_instance;
 mod openapi_drift;
 mod pgvector;
 mod policy;
+mod privacy;
 mod providers;
 mod read_api;
 mod reload;
