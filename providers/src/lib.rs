@@ -5,6 +5,7 @@
 mod error;
 mod image_input;
 mod model;
+mod redact;
 mod secret;
 mod settings;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use image_input::{Capabilities, ImageError, ImageFormat, ImageInput, adapt_i
 pub use model::{
     Face, ProviderAnswer, RawExchange, SpoofType, UpstreamDecision, Warning, WarningCode,
 };
+pub use redact::redact;
 pub use secret::Secret;
 pub use settings::SettingProblem;
 

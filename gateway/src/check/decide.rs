@@ -181,6 +181,7 @@ mod tests {
             key_rate_limits: HashMap::new(),
             face_checks: Default::default(),
             decode: Default::default(),
+            store_raw: Default::default(),
         }
     }
 

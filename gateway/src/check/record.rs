@@ -14,7 +14,7 @@ use crate::check::credits::Reservation;
 use crate::check::route::{AttemptLog, ShadowCall};
 use crate::check::services::Services;
 use crate::check::verdict::{CreditsUsed, Verification};
-use crate::config::Tenant;
+use crate::config::{StoreRaw, Tenant};
 use crate::error::{ApiError, current_request_id};
 use crate::store::ledger::{IdempotentAnswer, KeptFace, ResultWrite};
 use crate::store::{AttemptRecord, StoreError, VerificationRecord};
@@ -141,7 +141,13 @@ async fn spool(services: &Services, write: &ResultWrite, error: String) -> Resul
     Err(ApiError::store(StoreError::Unavailable(error)))
 }
 
-pub fn attempt_record(verification_id: Uuid, attempt_no: usize, a: &AttemptLog) -> AttemptRecord {
+/// The attempt's row; the vendor's body kept as the tenant's `store_raw` says.
+pub fn attempt_record(
+    verification_id: Uuid,
+    attempt_no: usize,
+    a: &AttemptLog,
+    store_raw: StoreRaw,
+) -> AttemptRecord {
     AttemptRecord {
         verification_id,
         attempt_no: i32::try_from(attempt_no).unwrap_or(i32::MAX),
@@ -158,7 +164,7 @@ pub fn attempt_record(verification_id: Uuid, attempt_no: usize, a: &AttemptLog) 
         error_code: a.error_code.clone(),
         upstream_status: a.upstream_status.map(i32::from),
         latency_ms: a.latency_ms,
-        raw_body: a.raw_body.clone(),
+        raw_body: store_raw.apply(a.raw_body.as_deref()),
         created_at: a.at,
     }
 }
@@ -176,6 +182,7 @@ fn store_shadows(
     verification_id: Uuid,
     first_no: usize,
     shadows: Vec<ShadowCall>,
+    store_raw: StoreRaw,
 ) {
     if shadows.is_empty() {
         return;
@@ -191,7 +198,7 @@ fn store_shadows(
                 .iter()
                 .map(|a| {
                     next += 1;
-                    attempt_record(verification_id, next, a)
+                    attempt_record(verification_id, next, a, store_raw)
                 })
                 .collect();
             if let Err(e) = store.insert_attempts(&records).await {
@@ -256,7 +263,7 @@ pub async fn commit(
         .attempts
         .iter()
         .enumerate()
-        .map(|(i, a)| attempt_record(rec.id, i + 1, a))
+        .map(|(i, a)| attempt_record(rec.id, i + 1, a, tenant.store_raw))
         .collect();
     let charged = charge(&outcome, rec, tenant);
     let view = outcome.is_ok().then(|| {
@@ -302,7 +309,13 @@ pub async fn commit(
             .metrics
             .charged_credit_balance(&tenant.id, r.remaining(charged));
     }
-    store_shadows(services, rec.id, write.attempts.len(), draft.shadows);
+    store_shadows(
+        services,
+        rec.id,
+        write.attempts.len(),
+        draft.shadows,
+        tenant.store_raw,
+    );
     log(rec);
     match (outcome, view) {
         (Ok(()), Some(v)) => Ok(v),

@@ -26,8 +26,8 @@ use problems::{problem, typed};
 use providers::provider_spec;
 pub use providers::{ProviderKind, ProviderSpec, Resilience};
 pub use tenants::{
-    Credits, DEFAULT_COST, DEFAULT_DECLINE, DEFAULT_REVIEW, Decode, RateSpec, Routing, Strategy,
-    Tenant, WarningAction,
+    Credits, DEFAULT_COST, DEFAULT_DECLINE, DEFAULT_REVIEW, Decode, RateSpec, Routing, StoreRaw,
+    Strategy, Tenant, WarningAction,
 };
 use tenants::{RawTenant, tenant};
 

@@ -33,6 +33,32 @@ pub struct Tenant {
     pub face_checks: face_checks::FaceChecks,
     /// `intake.decode`: when the image is decoded.
     pub decode: Decode,
+    /// `store_raw`: what of each vendor's answer body is stored.
+    pub store_raw: StoreRaw,
+}
+
+/// What of a vendor's answer body is kept in `verification_attempts.raw_body` (`store_raw`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreRaw {
+    /// The body as the vendor sent it.
+    Full,
+    /// Without the estimates about the person (age, gender, …) and without the boxes of faces
+    /// other than the scored one (`livegate_providers::redact`).
+    #[default]
+    Redacted,
+    /// Nothing: `raw_body` stays null.
+    None,
+}
+
+impl StoreRaw {
+    pub fn apply(self, body: Option<&str>) -> Option<String> {
+        match self {
+            StoreRaw::Full => body.map(str::to_owned),
+            StoreRaw::Redacted => body.map(livegate_providers::redact),
+            StoreRaw::None => None,
+        }
+    }
 }
 
 /// When livegate decodes a tenant's images (`intake.decode`).
@@ -134,6 +160,8 @@ pub struct RawTenant {
     blocklist: Option<face_checks::RawFaceCheck>,
     #[serde(default)]
     intake: RawIntake,
+    #[serde(default)]
+    store_raw: StoreRaw,
 }
 
 /// A key hash, alone or with a limit of its own.
@@ -256,6 +284,7 @@ pub fn tenant(
         key_rate_limits,
         face_checks,
         decode: raw.intake.decode,
+        store_raw: raw.store_raw,
     })
 }
 

@@ -138,3 +138,58 @@ tenants:
         Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&selfie)).as_str())
     );
 }
+
+/// A Didit answer's body is stored without the age and gender it estimated, unless the tenant
+/// asks for the full body (`store_raw: full`) or for none (`store_raw: none`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_bodies_are_stored_redacted_unless_the_tenant_says_otherwise() {
+    const FULL: &str = "lg_test_privacy_full_7071";
+    const NONE: &str = "lg_test_privacy_none_7072";
+    let h = Harness::start_with(Backend::Sqlite, |u: &SimUrls| {
+        format!(
+            r#"
+providers:
+  didit: {{ kind: didit, base_url: "{didit}", api_key: "k", timeout_ms: 5000 }}
+tenants:
+  redacted:
+    keys: ["{k1}"]
+    routing: {{ strategy: single, providers: [didit] }}
+  full:
+    keys: ["{k2}"]
+    routing: {{ strategy: single, providers: [didit] }}
+    store_raw: full
+  none:
+    keys: ["{k3}"]
+    routing: {{ strategy: single, providers: [didit] }}
+    store_raw: none
+"#,
+            didit = u.didit,
+            k1 = KeyHash::of_key(KEY),
+            k2 = KeyHash::of_key(FULL),
+            k3 = KeyHash::of_key(NONE),
+        )
+    })
+    .await
+    .expect("harness");
+    let mut bodies = std::collections::BTreeMap::new();
+    for (key, tenant) in [(KEY, "redacted"), (FULL, "full"), (NONE, "none")] {
+        let r = h.liveness(key, "image", jpeg(71), &[]).await;
+        assert_eq!(r.status, 200, "{tenant}: {}", r.body);
+        let (_, attempts) = h.last_row(tenant).await;
+        bodies.insert(tenant, attempts[0].raw_body.clone());
+    }
+    let full = bodies["full"].clone().expect("full body stored");
+    assert!(
+        full.contains("\"age\"") && full.contains("\"gender\""),
+        "{full}"
+    );
+    let redacted = bodies["redacted"].clone().expect("redacted body stored");
+    assert!(
+        !redacted.contains("\"age\"") && !redacted.contains("\"gender\""),
+        "{redacted}"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&redacted).expect("json");
+    assert!(parsed["liveness"]["status"].is_string(), "{parsed}");
+    assert!(parsed["liveness"]["score"].is_number(), "{parsed}");
+    assert_eq!(bodies["none"], None);
+}
