@@ -104,8 +104,12 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Apply database migrations.
     Migrate {
-        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-        database_url: String,
+        /// The config `serve` runs with: its `database_url` comes first, and with a config one
+        /// of the two is required. Without one the default is `sqlite:livegate.db`.
+        #[arg(long, env = "LIVEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// API keys.
     Keys {
@@ -341,7 +345,15 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                     database_url,
                 },
         } => credits::add(&tenant, amount, reason, &config, database_url).await,
-        Command::Migrate { database_url } => {
+        Command::Migrate {
+            config,
+            database_url,
+        } => {
+            let loaded = config
+                .as_deref()
+                .map(crate::config::Config::load)
+                .transpose()?;
+            let database_url = database_for(config.as_deref().zip(loaded.as_ref()), database_url)?;
             let s = store::connect(&database_url)
                 .await
                 .context("opening the database")?;

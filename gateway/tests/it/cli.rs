@@ -211,17 +211,36 @@ tenants:
     assert!(db.exists());
     assert!(!dir.join("livegate.db").exists());
 
-    // serve takes the same database, and refuses the same way.
+    // serve and migrate take the same database, and refuse the same way.
+    for command in [&["serve", "--listen", "127.0.0.1:0"][..], &["migrate"][..]] {
+        let out = livegate()
+            .args(command)
+            .arg("--config")
+            .arg(&bare)
+            .env_remove("DATABASE_URL")
+            .current_dir(&dir)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{command:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no database for"),
+            "{command:?}"
+        );
+        assert!(!dir.join("livegate.db").exists(), "{command:?}");
+    }
     let out = livegate()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&bare)
+        .args(["migrate", "--config"])
+        .arg(&named)
         .env_remove("DATABASE_URL")
         .current_dir(&dir)
         .output()
         .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no database for"));
-    assert!(!dir.join("livegate.db").exists());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("named.db"));
 }
 
 #[test]
