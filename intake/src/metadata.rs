@@ -52,13 +52,17 @@ fn keep_jpeg_segment(marker: u8, payload: &[u8]) -> bool {
     }
 }
 
-/// Segments up to the first scan, filtered; from the scan on, the bytes as they are.
-fn jpeg(b: &[u8], orientation: Orientation) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(b.len());
-    out.extend_from_slice(b.get(..2)?);
-    let mut dropped = false;
-    let mut tagged = !needs_tag(orientation);
-    let mut pos = 2;
+/// A JPEG segment before the first scan: its marker and byte range, marker included.
+struct Segment {
+    marker: u8,
+    start: usize,
+    end: usize,
+}
+
+/// The segments between SOI and the first scan, and where that scan's segment starts.
+fn jpeg_segments(b: &[u8]) -> Option<(Vec<Segment>, usize)> {
+    let mut segments = Vec::new();
+    let mut pos: usize = 2;
     loop {
         let start = pos;
         if *b.get(pos)? != 0xFF {
@@ -69,37 +73,60 @@ fn jpeg(b: &[u8], orientation: Orientation) -> Option<Vec<u8>> {
         }
         let marker = *b.get(pos)?;
         pos = pos.checked_add(1)?;
-        if marker == 0xD9 || marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
-            out.extend_from_slice(b.get(start..pos)?);
-            if marker == 0xD9 {
-                break;
-            }
-            continue;
+        if marker == 0xDA || marker == 0xD9 {
+            return Some((segments, start));
         }
-        let end = pos.checked_add(be16(b, pos)?)?;
-        let payload = b.get(pos.checked_add(2)?..end)?;
-        // The orientation goes right after SOI and JFIF, where readers look for EXIF.
-        if !tagged && marker != 0xE0 {
-            let mut app1 = b"Exif\0\0".to_vec();
-            app1.extend_from_slice(&orientation_tiff(orientation));
-            let len = u16::try_from(app1.len().checked_add(2)?).ok()?;
-            out.extend_from_slice(&[0xFF, 0xE1]);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&app1);
-            tagged = true;
-        }
-        if marker == 0xDA {
-            out.extend_from_slice(b.get(start..)?);
-            break;
-        }
-        if keep_jpeg_segment(marker, payload) {
-            out.extend_from_slice(b.get(start..end)?);
+        let end = if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            pos
         } else {
-            dropped = true;
-        }
+            pos.checked_add(be16(b, pos)?)?
+        };
+        b.get(start..end)?;
+        segments.push(Segment { marker, start, end });
         pos = end;
     }
-    dropped.then_some(out)
+}
+
+/// The orientation as an APP1 EXIF segment.
+fn orientation_app1(out: &mut Vec<u8>, orientation: Orientation) -> Option<()> {
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&orientation_tiff(orientation));
+    let len = u16::try_from(app1.len().checked_add(2)?).ok()?;
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&app1);
+    Some(())
+}
+
+/// Segments up to the first scan, filtered; from the scan on, the bytes as they are. Nothing
+/// is copied unless a segment is dropped.
+fn jpeg(b: &[u8], orientation: Orientation) -> Option<Vec<u8>> {
+    let (segments, scan) = jpeg_segments(b)?;
+    let keep = |s: &Segment| {
+        let payload = b.get(s.start.saturating_add(4)..s.end).unwrap_or_default();
+        keep_jpeg_segment(s.marker, payload)
+    };
+    if segments.iter().all(keep) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    out.extend_from_slice(b.get(..2)?);
+    let mut tagged = !needs_tag(orientation);
+    for s in &segments {
+        // The orientation goes right after SOI and JFIF, where readers look for EXIF.
+        if !tagged && s.marker != 0xE0 {
+            orientation_app1(&mut out, orientation)?;
+            tagged = true;
+        }
+        if keep(s) {
+            out.extend_from_slice(b.get(s.start..s.end)?);
+        }
+    }
+    if !tagged {
+        orientation_app1(&mut out, orientation)?;
+    }
+    out.extend_from_slice(b.get(scan..)?);
+    Some(out)
 }
 
 /// Chunks that carry text, EXIF or a timestamp.
@@ -159,42 +186,53 @@ fn png(b: &[u8], orientation: Orientation) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// RIFF chunks of an extended (VP8X) WebP; `EXIF` and `XMP ` dropped and their flags cleared.
-fn webp(b: &[u8], orientation: Orientation) -> Option<Vec<u8>> {
-    let le32 = |pos: usize| -> Option<usize> {
-        usize::try_from(u32::from_le_bytes(
-            b.get(pos..pos.checked_add(4)?)?.try_into().ok()?,
-        ))
-        .ok()
-    };
-    if b.get(12..16)? != b"VP8X" {
-        return None; // simple WebP: no metadata chunks
-    }
-    let mut out = Vec::with_capacity(b.len());
-    out.extend_from_slice(b.get(..12)?);
-    let mut dropped = false;
-    let mut flags_at = None;
+/// The chunks of a RIFF WebP after its 12-byte header: type and byte range, padding included.
+fn webp_chunks(b: &[u8]) -> Option<Vec<([u8; 4], usize, usize)>> {
+    let mut chunks = Vec::new();
     let mut pos: usize = 12;
     while pos.checked_add(8)? <= b.len() {
-        let kind = b.get(pos..pos.checked_add(4)?)?;
-        let size = le32(pos.checked_add(4)?)?;
+        let kind: [u8; 4] = b.get(pos..pos.checked_add(4)?)?.try_into().ok()?;
+        let size = u32::from_le_bytes(
+            b.get(pos.checked_add(4)?..pos.checked_add(8)?)?
+                .try_into()
+                .ok()?,
+        );
+        let size = usize::try_from(size).ok()?;
         let end = pos
             .checked_add(8)?
             .checked_add(size)?
-            .checked_add(size % 2)?;
-        let end = end.min(b.len());
-        if kind == b"EXIF" || kind == b"XMP " {
-            dropped = true;
-        } else {
-            if kind == b"VP8X" {
-                flags_at = Some(out.len().checked_add(8)?);
-            }
-            out.extend_from_slice(b.get(pos..end)?);
-        }
+            .checked_add(size % 2)?
+            .min(b.len());
+        chunks.push((kind, pos, end));
         pos = end;
     }
-    if !dropped {
+    Some(chunks)
+}
+
+fn drop_webp_chunk(kind: &[u8; 4]) -> bool {
+    kind == b"EXIF" || kind == b"XMP "
+}
+
+/// RIFF chunks of an extended (VP8X) WebP; `EXIF` and `XMP ` dropped and their flags cleared.
+fn webp(b: &[u8], orientation: Orientation) -> Option<Vec<u8>> {
+    if b.get(12..16)? != b"VP8X" {
+        return None; // simple WebP: no metadata chunks
+    }
+    let chunks = webp_chunks(b)?;
+    if !chunks.iter().any(|(kind, _, _)| drop_webp_chunk(kind)) {
         return None;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    out.extend_from_slice(b.get(..12)?);
+    let mut flags_at = None;
+    for (kind, start, end) in chunks {
+        if drop_webp_chunk(&kind) {
+            continue;
+        }
+        if &kind == b"VP8X" {
+            flags_at = Some(out.len().checked_add(8)?);
+        }
+        out.extend_from_slice(b.get(start..end)?);
     }
     let flags_at = flags_at?;
     let mut flags = *out.get(flags_at)? & !(0x08 | 0x04); // EXIF, XMP

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::Config;
 use crate::http::handlers::admin::{CreditChange, change_credits};
 use crate::store;
 
@@ -15,8 +14,8 @@ pub async fn add(
     config_path: &Path,
     database_url: Option<String>,
 ) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let database_url = crate::cli::database_for(Some((config_path, &config)), database_url)?;
+    let (config, database_url) = crate::cli::config_and_database(Some(config_path), database_url)?;
+    let config = config.context("loading the config")?;
     let s = store::connect(&database_url)
         .await
         .context("opening the database")?;

@@ -22,26 +22,25 @@ use crate::store;
 /// Default store when DATABASE_URL is unset: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:livegate.db";
 
-/// The database a command works on: the config's `database_url`, else `DATABASE_URL` (or
-/// `--database-url`); with no config, the embedded default. A config naming neither is refused,
-/// so that no command quietly works on a new, empty file while the real data is elsewhere.
-pub fn database_for(
-    config: Option<(&std::path::Path, &crate::config::Config)>,
+/// The config a command was given (loaded) and the database it works on: the config's
+/// `database_url`, else `DATABASE_URL` (or `--database-url`); with no config, the embedded
+/// default. A config naming neither is refused, so that no command quietly works on a new,
+/// empty file while the real data is elsewhere.
+pub fn config_and_database(
+    path: Option<&std::path::Path>,
     given: Option<String>,
-) -> anyhow::Result<String> {
-    if let Some((_, c)) = config
-        && let Some(url) = &c.database_url
-    {
-        return Ok(url.clone());
-    }
-    match (given, config) {
-        (Some(url), _) => Ok(url),
-        (None, None) => Ok(DEFAULT_DATABASE_URL.to_owned()),
-        (None, Some((path, _))) => Err(anyhow::anyhow!(
+) -> anyhow::Result<(Option<crate::config::Config>, String)> {
+    let config = path.map(crate::config::Config::load).transpose()?;
+    let named = config.as_ref().and_then(|c| c.database_url.clone());
+    let url = match (named.or(given), path) {
+        (Some(url), _) => url,
+        (None, None) => DEFAULT_DATABASE_URL.to_owned(),
+        (None, Some(path)) => anyhow::bail!(
             "no database for {}: set `database_url` in it or DATABASE_URL (or --database-url); livegate does not guess one",
             path.display()
-        )),
-    }
+        ),
+    };
+    Ok((config, url))
 }
 
 #[derive(Parser)]
@@ -349,11 +348,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             config,
             database_url,
         } => {
-            let loaded = config
-                .as_deref()
-                .map(crate::config::Config::load)
-                .transpose()?;
-            let database_url = database_for(config.as_deref().zip(loaded.as_ref()), database_url)?;
+            let (_, database_url) = config_and_database(config.as_deref(), database_url)?;
             let s = store::connect(&database_url)
                 .await
                 .context("opening the database")?;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::config::Config;
 use crate::http::router;
 use crate::http::state::AppState;
 use crate::runtime::Runtime;
@@ -18,7 +17,7 @@ pub const SPOOL_MAX_ENTRIES: usize = 10_000;
 pub struct Options {
     pub config: Option<PathBuf>,
     pub listen: SocketAddr,
-    /// `--database-url` / `DATABASE_URL`, if given (see [`crate::cli::database_for`]).
+    /// `--database-url` / `DATABASE_URL`, if given (see [`crate::cli::config_and_database`]).
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
     pub redis_timeout: std::time::Duration,
@@ -39,12 +38,7 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
         spool_file,
     } = o;
     let config_path = config.clone();
-    let loaded = match &config {
-        Some(path) => Some(Config::load(path)?),
-        None => None,
-    };
-    let database_url =
-        crate::cli::database_for(config.as_deref().zip(loaded.as_ref()), database_url)?;
+    let (loaded, database_url) = crate::cli::config_and_database(config.as_deref(), database_url)?;
     let (database_url, redis_url) = (database_url.as_str(), redis_url.as_deref());
     let store = store::connect(database_url)
         .await

@@ -452,8 +452,8 @@ fn unknown_warning(code: &str) -> Option<String> {
     let closest = known
         .iter()
         .map(|k| k.as_str())
-        .min_by_key(|k| edit_distance(k, code))
-        .filter(|k| edit_distance(k, code) <= 3);
+        .min_by_key(|k| strsim::levenshtein(k, code))
+        .filter(|k| strsim::levenshtein(k, code) <= 3);
     let names: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
     Some(match closest {
         Some(k) => format!(
@@ -462,26 +462,6 @@ fn unknown_warning(code: &str) -> Option<String> {
         ),
         None => format!("unknown warning code; known: {}", names.join(", ")),
     })
-}
-
-/// Levenshtein distance, for "did you mean" on short codes.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// The default actions, then the tenant's own; codes are UPPER_SNAKE_CASE.
