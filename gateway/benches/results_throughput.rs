@@ -50,6 +50,7 @@ fn record(tenant: &str) -> (VerificationRecord, Vec<AttemptRecord>) {
         config_hash: Some("sha256:00".into()),
         trace_id: None,
         created_at: now,
+        erased_at: None,
     };
     let a = AttemptRecord {
         verification_id: id,

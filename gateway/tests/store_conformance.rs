@@ -38,6 +38,7 @@ fn record(tenant: &str, decision: Option<&str>, at: chrono::DateTime<Utc>) -> Ve
         config_hash: Some("sha256:00".into()),
         trace_id: None,
         created_at: at,
+        erased_at: None,
     }
 }
 

@@ -163,6 +163,10 @@ pub fn router(engine: Engine, store: Arc<dyn FaceStore>, opts: ServerOptions) ->
             get(get_face).delete(delete_face),
         )
         .route(
+            "/api/v1/collections/{id}/subjects/{external_id}",
+            axum::routing::delete(erase_subject),
+        )
+        .route(
             "/api/v1/collections/{id}/faces/batch",
             post(identity::enroll_batch).layer(DefaultBodyLimit::max(batch_limit)),
         )
@@ -847,6 +851,38 @@ async fn delete_face(
         Err(FaceStoreError::NotFound) => Err(ApiError::face_not_found()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `DELETE /api/v1/collections/{id}/subjects/{external_id}`: erasure of a person's enrolled
+/// face (embedding, metadata, image hash: the whole row). Idempotent: a subject with no face
+/// answers `deleted: 0`.
+async fn erase_subject(
+    State(st): Shared,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((collection_id, external_id)) = path.map_err(path_error)?;
+    st.authorize(&headers, &collection_id).await?;
+    let deleted = match st
+        .store
+        .face_by_external_id(&collection_id, &external_id)
+        .await
+    {
+        Ok(face) => match st.store.delete_face(&collection_id, face.id).await {
+            Ok(()) => {
+                st.indexes.removed(&collection_id, face.id).await;
+                1
+            }
+            // Deleted by a concurrent request in between: erased either way.
+            Err(FaceStoreError::NotFound) => 0,
+            Err(e) => return Err(e.into()),
+        },
+        Err(FaceStoreError::NotFound) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    // The external id is personal data: not logged.
+    tracing::info!(collection = %collection_id, deleted, "subject erased");
+    Ok(Json(json!({"success": true, "data": {"deleted": deleted}})).into_response())
 }
 
 #[cfg(test)]

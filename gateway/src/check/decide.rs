@@ -182,6 +182,7 @@ mod tests {
             face_checks: Default::default(),
             decode: Default::default(),
             store_raw: Default::default(),
+            retention: Default::default(),
         }
     }
 

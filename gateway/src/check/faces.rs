@@ -23,9 +23,9 @@ use crate::config::face_checks::MatchThresholds;
 #[cfg(test)]
 use crate::config::face_checks::{FaceChecks, RawFaceCheck, RawThresholds};
 use crate::error::{ApiError, ErrorCode};
-use crate::store::DynStore;
 use crate::store::identity::FaceTurn;
 use crate::store::ledger::KeptFace;
+use crate::store::{DynStore, StoreError};
 
 /// The in-memory part: the engine, and each tenant's index of approved faces, read
 /// incrementally from the store (rows after the last `seq` seen), so several gateways on one
@@ -204,7 +204,9 @@ impl Identity {
             && judgement.decision == Decision::Approved
             && found.is_empty()
         {
-            let best = self.best_approved(store, &s.tenant.id, &vector).await?;
+            let best = self
+                .best_approved(store, &s.tenant.id, &vector, t.possible_threshold)
+                .await?;
             found.extend(best_match(
                 WarningCode::DuplicatedFace,
                 WarningCode::PossibleDuplicatedFace,
@@ -230,13 +232,32 @@ impl Identity {
         })
     }
 
+    /// Drops every tenant's in-memory faces: they are read again from the store at the next
+    /// check. Called once faces were deleted (retention, erasure) by any instance.
+    pub async fn forget_all(&self) {
+        self.approved.lock().await.clear();
+    }
+
+    /// Drops these verifications' faces from the tenant's in-memory index (an erasure here).
+    pub async fn forget(&self, tenant_id: &str, ids: &[Uuid]) {
+        let faces = self.approved.lock().await.get(tenant_id).cloned();
+        if let Some(faces) = faces {
+            let mut faces = faces.lock().await;
+            for id in ids {
+                faces.index.remove(*id);
+            }
+        }
+    }
+
     /// The tenant's most similar approved face, after reading the rows stored since the last
-    /// look.
+    /// look. A match at or above `floor` is confirmed in the store first: a face erased or
+    /// purged by another instance is dropped from memory, never reported.
     async fn best_approved(
         &self,
         store: &DynStore,
         tenant_id: &str,
         vector: &[f32],
+        floor: f64,
     ) -> Result<Option<(Uuid, f32)>, ApiError> {
         let database = store.has_vector_index();
         let mut opts = self.index;
@@ -281,11 +302,21 @@ impl Identity {
                 .map_err(ApiError::store)?;
             return Ok(hits.into_iter().next());
         }
-        Ok(faces
-            .index
-            .search(vector, 1, -1.0)
-            .first()
-            .map(|h| (h.id, h.similarity)))
+        loop {
+            let Some(hit) = faces.index.search(vector, 1, -1.0).first().copied() else {
+                return Ok(None);
+            };
+            if f64::from(hit.similarity) < floor {
+                return Ok(Some((hit.id, hit.similarity)));
+            }
+            match store.verification_face(tenant_id, hit.id).await {
+                Ok(_) => return Ok(Some((hit.id, hit.similarity))),
+                Err(StoreError::NotFound) => {
+                    faces.index.remove(hit.id);
+                }
+                Err(e) => return Err(ApiError::store(e)),
+            }
+        }
     }
 }
 

@@ -69,6 +69,7 @@ impl Draft {
                 config_hash: Some(config_hash.to_owned()),
                 trace_id: telemetry::trace_id(headers),
                 created_at: Utc::now(),
+                erased_at: None,
             },
             attempts: Vec::new(),
             shadows: Vec::new(),
@@ -282,13 +283,22 @@ pub async fn commit(
         .as_ref()
         .map(|r| r.settle(charged))
         .or_else(|| draft.unacknowledged.take());
+    // `retention: 0`: answered to the caller, never stored.
+    if tenant.retention.metadata.is_never_stored() {
+        draft.record.external_id = None;
+        draft.record.metadata = None;
+    }
+    let face = draft
+        .face
+        .take()
+        .filter(|_| !tenant.retention.embeddings.is_never_stored());
     let write = Arc::new(ResultWrite {
         verification: draft.record,
         attempts,
         settlement,
         idempotency,
         idempotency_forget,
-        face: draft.face.take(),
+        face,
     });
     let submitted = submit_results(services, &write, grace)
         .instrument(telemetry::store_span(1 + write.attempts.len()))

@@ -54,6 +54,10 @@ pub struct Verification {
     /// What this check cost a metered tenant; in the live answer only (the ledger has it for
     /// later: `credit_ledger.verification_id`).
     pub credits: Option<CreditsUsed>,
+    /// When this verification's personal data was erased (`DELETE /v1/verifications/{id}`,
+    /// `DELETE /v1/subjects/{external_id}`); the decision, score and timing stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -133,6 +137,7 @@ impl Verification {
                 detail: v.error_detail.clone(),
             }),
             credits: None,
+            erased_at: v.erased_at,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod healthcheck;
 pub mod keys;
 pub mod models;
+pub mod purge;
 pub mod serve;
 pub mod simulate;
 
@@ -109,6 +110,19 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+    },
+    /// Run one retention purge pass now and print what it removed (`retention:` in the
+    /// config; without one, the default periods for every row).
+    Purge {
+        /// The config `serve` runs with: its `database_url` comes first, and with a config one
+        /// of the two is required. Without one the default is `sqlite:livegate.db`.
+        #[arg(long, env = "LIVEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Count what is due without removing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// API keys.
     Keys {
@@ -356,6 +370,11 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             println!("migrations applied to {}", store::redact_url(&database_url));
             Ok(())
         }
+        Command::Purge {
+            config,
+            database_url,
+            dry_run,
+        } => purge::command(config.as_deref(), database_url, dry_run).await,
         Command::Keys {
             command: KeysCommand::Demo { database_url },
         } => {

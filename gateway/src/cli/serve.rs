@@ -79,6 +79,14 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
     let mut state = AppState::with_limits(runtime, store, limits);
     state.identity = std::sync::Arc::new(crate::check::faces::Identity::new(search));
     state.spool = Some(spool);
+    // The first pass soon after start, not at it: a fleet restarting together spreads out.
+    crate::cli::purge::spawn(
+        state.store.clone(),
+        state.runtime.clone(),
+        state.metrics.clone(),
+        state.identity.clone(),
+        std::time::Duration::from_secs(30 + u64::from(rand::random::<u8>() % 30)),
+    );
     if let Some(path) = config_path {
         let factory: &'static crate::runtime::EmbeddedFactory = &crate::runtime::engine::factory;
         crate::runtime::reload::spawn_watcher(

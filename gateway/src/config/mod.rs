@@ -8,6 +8,7 @@ pub mod keys;
 pub mod limits;
 pub mod problems;
 pub mod providers;
+pub mod retention;
 pub mod tenants;
 
 use std::collections::{BTreeMap, HashMap};
@@ -56,6 +57,11 @@ pub struct Config {
     pub models_dir: Option<PathBuf>,
     /// The store every command uses for this config; before `DATABASE_URL`.
     pub database_url: Option<String>,
+    /// `retention:` at the top level: every tenant's defaults, and what applies to the rows of
+    /// tenants no longer configured.
+    pub retention: retention::Retention,
+    /// When the purge job runs, and how much one statement of it touches.
+    pub purge: retention::PurgeSchedule,
     /// `sha256:` of the file's bytes: every verification records the config it was decided under.
     pub hash: String,
 }
@@ -77,6 +83,8 @@ struct RawRoot {
     models_dir: Option<PathBuf>,
     #[serde(default)]
     database_url: Option<String>,
+    #[serde(default)]
+    retention: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +149,12 @@ impl Config {
                 "no tenants: every API key would be refused; declare at least one",
             ));
         }
+        let (retention, purge) = match root.retention {
+            Some(v) => typed::<retention::RawRootRetention>(v, "retention", &mut problems)
+                .map(|raw| retention::root_retention(&raw, &mut problems))
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
         let mut tenants = BTreeMap::new();
         let mut seen_keys: HashMap<KeyHash, String> = HashMap::new();
         for (id, v) in root.tenants {
@@ -148,7 +162,14 @@ impl Config {
             let Some(raw) = typed::<RawTenant>(v, &path, &mut problems) else {
                 continue;
             };
-            if let Some(t) = tenant(&id, raw, &path, &declared, &mut seen_keys, &mut problems) {
+            if let Some(t) = tenant(
+                &id,
+                raw,
+                &path,
+                (&declared, retention),
+                &mut seen_keys,
+                &mut problems,
+            ) {
                 tenants.insert(id, t);
             }
         }
@@ -188,6 +209,8 @@ impl Config {
                 server,
                 models_dir: root.models_dir,
                 database_url: root.database_url,
+                retention,
+                purge,
                 hash,
             })
         } else {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::config::face_checks::{self, FaceChecks};
 use crate::config::keys::KeyHash;
 use crate::config::problems::{Problem, problem};
+use crate::config::retention::{RawRetention, Retention, retention};
 
 #[derive(Debug, Clone)]
 pub struct Tenant {
@@ -33,8 +34,11 @@ pub struct Tenant {
     pub face_checks: face_checks::FaceChecks,
     /// `intake.decode`: when the image is decoded.
     pub decode: Decode,
-    /// `store_raw`: what of each vendor's answer body is stored.
+    /// `store_raw`: what of each vendor's answer body is stored (`none` when
+    /// `retention.raw_bodies` is 0).
     pub store_raw: StoreRaw,
+    /// `retention:` over the top-level defaults.
+    pub retention: Retention,
 }
 
 /// What of a vendor's answer body is kept in `verification_attempts.raw_body` (`store_raw`).
@@ -162,6 +166,8 @@ pub struct RawTenant {
     intake: RawIntake,
     #[serde(default)]
     store_raw: StoreRaw,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 /// A key hash, alone or with a limit of its own.
@@ -227,7 +233,7 @@ pub fn tenant(
     id: &str,
     raw: RawTenant,
     path: &str,
-    providers: &BTreeSet<String>,
+    (providers, defaults): (&BTreeSet<String>, Retention),
     seen_keys: &mut HashMap<KeyHash, String>,
     problems: &mut Vec<Problem>,
 ) -> Option<Tenant> {
@@ -269,6 +275,33 @@ pub fn tenant(
     for (key, message) in face_problems {
         problems.push(problem(format!("{path}.{key}"), message));
     }
+    let retention = retention(
+        &raw.retention,
+        defaults,
+        &format!("{path}.retention"),
+        problems,
+    );
+    if retention.embeddings.is_never_stored() {
+        for (key, on) in [
+            ("duplicates", face_checks.duplicates.is_some()),
+            ("blocklist", face_checks.blocklist.is_some()),
+        ] {
+            if on {
+                problems.push(problem(
+                    format!("{path}.retention.embeddings"),
+                    format!(
+                        "is 0, but {key} is on and needs the faces it keeps: give a period \
+                         (e.g. 90d) or turn {key} off"
+                    ),
+                ));
+            }
+        }
+    }
+    let store_raw = if retention.raw_bodies.is_never_stored() {
+        StoreRaw::None
+    } else {
+        raw.store_raw
+    };
     (problems.len() == before).then(|| Tenant {
         id: id.to_owned(),
         keys,
@@ -284,7 +317,8 @@ pub fn tenant(
         key_rate_limits,
         face_checks,
         decode: raw.intake.decode,
-        store_raw: raw.store_raw,
+        store_raw,
+        retention,
     })
 }
 

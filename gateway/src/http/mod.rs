@@ -15,7 +15,7 @@ pub mod state;
 
 use axum::Router;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 pub use auth::{Caller, presented_key};
 pub use state::AppState;
@@ -26,7 +26,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/verifications", get(handlers::verifications::list))
         .route(
             "/v1/verifications/{id}",
-            get(handlers::verifications::get_one),
+            get(handlers::verifications::get_one).delete(handlers::erasure::erase_verification),
+        )
+        .route(
+            "/v1/subjects/{external_id}",
+            delete(handlers::erasure::erase_subject),
         )
         .route("/v1/tenant", get(handlers::tenant::me))
         .layer(middleware::from_fn_with_state(
@@ -40,6 +44,14 @@ pub fn router(state: AppState) -> Router {
             post(handlers::admin::credits),
         )
         .route("/admin/v1/config", get(handlers::admin::config))
+        .route(
+            "/admin/v1/tenants/{tenant_id}/verifications/{id}",
+            delete(handlers::erasure::admin_erase_verification),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant_id}/subjects/{external_id}",
+            delete(handlers::erasure::admin_erase_subject),
+        )
         .merge(handlers::blocklist::routes())
         .route("/healthz", get(handlers::health::healthz))
         .route("/readyz", get(handlers::health::readyz))

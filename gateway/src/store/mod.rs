@@ -6,6 +6,8 @@ pub mod group_commit;
 pub mod identity;
 pub mod ledger;
 mod postgres;
+pub mod purge;
+pub mod retention;
 pub mod spool;
 mod sql;
 mod sqlite;
@@ -110,6 +112,10 @@ pub struct VerificationRecord {
     pub config_hash: Option<String>,
     pub trace_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// When its personal data was erased (`DELETE /v1/verifications/{id}`): the row is then a
+    /// tombstone that keeps the counts and the ledger right.
+    #[serde(default)]
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// One call to one provider on behalf of a verification.
@@ -143,7 +149,12 @@ pub struct ListFilter {
 /// store (`identity.rs`).
 #[async_trait]
 pub trait Store:
-    ledger::LedgerStore + identity::IdentityStore + Send + Sync + std::fmt::Debug
+    ledger::LedgerStore
+    + identity::IdentityStore
+    + retention::RetentionStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;

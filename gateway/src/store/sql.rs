@@ -186,6 +186,13 @@ pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
         Ok(FaceTurn::default())
     }
 
+    /// The turn named `key` if no instance holds it now; `None` when one does. Without a
+    /// shared lock (SQLite: one process per database) it is always free.
+    async fn try_turn(&self, key: &str) -> StoreResult<Option<FaceTurn>> {
+        let _ = key;
+        Ok(Some(FaceTurn::default()))
+    }
+
     /// Runs a nearest-neighbour `sql` (`$1` scope, `$2` query vector, `$3` k) on the vector
     /// index, as `(id, cosine similarity)`.
     async fn nearest(&self, sql: &str, scope: &str, query: &[f32], k: usize) -> StoreResult<Hits> {

@@ -15,7 +15,7 @@ use super::{AttemptRecord, ListFilter, Store, StoreResult, VerificationRecord, c
 pub(crate) const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
      threshold, spoof_type, warnings, face, faces_detected, image_sha256, image_format, image_width, \
      image_height, external_id, metadata, http_status, error_code, error_detail, latency_ms, \
-     config_hash, trace_id, created_at, provider_decision";
+     config_hash, trace_id, created_at, provider_decision, erased_at";
 
 pub(crate) const ATTEMPT_COLUMNS: &str = "verification_id, attempt_no, provider, provider_kind, \
      outcome, shadow, score, error_code, upstream_status, latency_ms, raw_body, created_at";
@@ -73,6 +73,7 @@ pub(crate) fn bind_verification(s: Stmt, v: &VerificationRecord) -> Stmt {
         .bind(&v.trace_id)
         .bind(v.created_at)
         .bind(&v.provider_decision)
+        .bind(v.erased_at)
 }
 
 /// Binds one attempt row's values, in `ATTEMPT_COLUMNS` order.
@@ -91,7 +92,7 @@ pub(crate) fn bind_attempt(s: Stmt, a: &AttemptRecord) -> Stmt {
         .bind(a.created_at)
 }
 
-/// Rows per multi-row INSERT: at 27 binds a verification row stays far below Postgres' 65535
+/// Rows per multi-row INSERT: at 28 binds a verification row stays far below Postgres' 65535
 /// parameters and SQLite's 32766.
 pub(crate) const CHUNK: usize = 500;
 
@@ -182,6 +183,7 @@ pub(crate) fn verification(row: &impl Cols) -> StoreResult<VerificationRecord> {
         trace_id: row.get("trace_id")?,
         created_at: row.time("created_at")?,
         provider_decision: row.get("provider_decision")?,
+        erased_at: row.opt_time("erased_at")?,
     })
 }
 

@@ -58,6 +58,16 @@ struct ShedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
     provider: String,
 }
@@ -80,6 +90,8 @@ pub struct Metrics {
     credit_balance: Family<TenantLabels, Gauge>,
     store_batch_size: Histogram,
     store_write: Histogram,
+    purged: Family<KindLabels, Counter>,
+    erasures: Family<ScopeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,6 +172,18 @@ impl Metrics {
             "Latency of one store write",
             store_write.clone(),
         );
+        let purged = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "livegate_purged",
+            "Rows deleted or emptied by the retention purge, by kind",
+            purged.clone(),
+        );
+        let erasures = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "livegate_erasures",
+            "Erasure requests carried out, by scope (verification or subject)",
+            erasures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -173,7 +197,19 @@ impl Metrics {
             credit_balance,
             store_batch_size,
             store_write,
+            purged,
+            erasures,
         }
+    }
+
+    /// `n` rows of `kind` purged (`runtime/purge.rs`).
+    pub fn purged(&self, kind: &'static str, n: u64) {
+        self.purged.get_or_create(&KindLabels { kind }).inc_by(n);
+    }
+
+    /// One erasure carried out.
+    pub fn erasure(&self, scope: &'static str) {
+        self.erasures.get_or_create(&ScopeLabels { scope }).inc();
     }
 
     /// One finished verification (stored or not) and the provider calls it made.

@@ -667,6 +667,35 @@ async fn enroll_get_delete(backend: Backend) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+
+    // Erasure of a subject takes its enrolled face, embedding and all; only in this
+    // collection, and again is a no-op.
+    let subject = "/api/v1/collections/selfies/subjects/user_123";
+    let r = s.delete(KEY, subject).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"], json!({"deleted": 1}));
+    let r = s.delete(KEY, subject).await;
+    assert_eq!(r.body["data"], json!({"deleted": 0}), "{}", r.body);
+    assert!(
+        s.store
+            .face_by_external_id("selfies", "user_123")
+            .await
+            .is_err()
+    );
+    assert!(
+        s.store
+            .face_by_external_id("others", "user_123")
+            .await
+            .is_ok()
+    );
+    let r = s
+        .delete(OTHER_KEY, "/api/v1/collections/selfies/subjects/user_123")
+        .await;
+    assert!(
+        r.status == 401 || r.status == 403 || r.status == 404,
+        "{}",
+        r.body
+    );
 }
 
 async fn enroll_rejections(backend: Backend) {

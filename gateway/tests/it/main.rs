@@ -24,6 +24,7 @@ mod privacy;
 mod providers;
 mod read_api;
 mod reload;
+mod retention;
 mod routing;
 mod served;
 mod simulate_cli;

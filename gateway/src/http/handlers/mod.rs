@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod blocklist;
+pub mod erasure;
 pub mod health;
 pub mod liveness;
 pub mod metrics;

@@ -144,6 +144,15 @@ impl Backend for PgStore {
         Ok(FaceTurn::postgres(conn, key.to_owned()))
     }
 
+    async fn try_turn(&self, key: &str) -> StoreResult<Option<FaceTurn>> {
+        let mut conn = self.locks.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then(|| FaceTurn::postgres(conn, key.to_owned())))
+    }
+
     fn pgvector(&self) -> Option<&Pgvector> {
         self.pgvector.get().and_then(Option::as_ref)
     }
