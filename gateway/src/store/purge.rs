@@ -26,6 +26,9 @@ pub struct PurgeReport {
     pub removed: BTreeMap<PurgeKind, u64>,
     /// Statements run per kind: each touched at most `retention.purge_batch` rows.
     pub batches: BTreeMap<PurgeKind, u64>,
+    /// Of the verifications removed, those that went with a whole month's partition
+    /// (Postgres), not row by row.
+    pub in_whole_months: u64,
     pub dry_run: bool,
 }
 
@@ -124,6 +127,17 @@ async fn pass(
         .collect();
     scopes.push((Scope::AllBut(&configured), plan.defaults));
     let limit = plan.batch.max(1);
+    if !dry_run {
+        // A month past every scope's retention goes whole; the rest row by row below.
+        let oldest_kept = scopes
+            .iter()
+            .map(|(_, r)| cutoff(now, r.verifications))
+            .min()
+            .unwrap_or(now);
+        let n = store.drop_whole_months(now, oldest_kept).await?;
+        report.in_whole_months = n;
+        *report.removed.entry(PurgeKind::Verifications).or_default() += n;
+    }
     for (scope, retention) in scopes {
         // Whole rows first: what they take with them is not counted again below.
         for kind in PurgeKind::ALL {

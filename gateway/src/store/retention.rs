@@ -176,6 +176,13 @@ pub trait RetentionStore: Send + Sync {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<u64>;
+    /// Creates the month partitions ahead of `now`, then drops every month that ended at or
+    /// before `cutoff`; the verifications dropped that way (none on SQLite).
+    async fn drop_whole_months(
+        &self,
+        now: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// How many rows of `kind` are due (`purge --dry-run`).
     async fn count_due(
         &self,
@@ -247,6 +254,9 @@ impl<B: Backend> RetentionStore for B {
                 if ids.is_empty() {
                     return Ok(0);
                 }
+                // Attempts have no foreign key on a partitioned Postgres: deleted here.
+                let attempts = "DELETE FROM verification_attempts WHERE verification_id IN ({ids})";
+                B::execute_in(&mut tx, for_ids(attempts, Vec::new(), &ids)).await?;
                 let faces = "DELETE FROM verification_faces WHERE verification_id IN ({ids})";
                 if B::execute_in(&mut tx, for_ids(faces, Vec::new(), &ids)).await? > 0 {
                     B::execute_in(&mut tx, faces_removed(Utc::now())).await?;
@@ -279,6 +289,15 @@ impl<B: Backend> RetentionStore for B {
                 Ok(n)
             }
         }
+    }
+
+    async fn drop_whole_months(
+        &self,
+        now: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.ensure_partitions(now).await?;
+        self.drop_partitions_before(cutoff).await
     }
 
     async fn count_due(

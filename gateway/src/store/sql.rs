@@ -193,6 +193,19 @@ pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
         Ok(Some(FaceTurn::default()))
     }
 
+    /// Makes sure the month partitions ahead of `now` exist; nothing without partitions.
+    async fn ensure_partitions(&self, now: DateTime<Utc>) -> StoreResult<()> {
+        let _ = now;
+        Ok(())
+    }
+
+    /// Drops whole months of verifications that ended at or before `cutoff`; the rows dropped
+    /// (none without partitions: SQLite deletes row by row).
+    async fn drop_partitions_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        let _ = cutoff;
+        Ok(0)
+    }
+
     /// Runs a nearest-neighbour `sql` (`$1` scope, `$2` query vector, `$3` k) on the vector
     /// index, as `(id, cosine similarity)`.
     async fn nearest(&self, sql: &str, scope: &str, query: &[f32], k: usize) -> StoreResult<Hits> {

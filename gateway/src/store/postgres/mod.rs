@@ -3,6 +3,7 @@
 //! tenant order) and pgvector (`pgvector.rs`).
 
 mod ledger;
+mod partitions;
 pub(crate) mod pgvector;
 
 use std::sync::{Arc, OnceLock};
@@ -124,6 +125,7 @@ sqlx_db!(
 impl Backend for PgStore {
     async fn run_migrations(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
+        partitions::ensure_ahead(&self.pool, Utc::now()).await?;
         if self.pgvector.get().is_none() {
             let found = pgvector::enable(&self.pool).await?;
             let _ = self.pgvector.set(found);
@@ -151,6 +153,14 @@ impl Backend for PgStore {
             .fetch_one(&mut *conn)
             .await?;
         Ok(got.then(|| FaceTurn::postgres(conn, key.to_owned())))
+    }
+
+    async fn ensure_partitions(&self, now: DateTime<Utc>) -> StoreResult<()> {
+        partitions::ensure_ahead(&self.pool, now).await
+    }
+
+    async fn drop_partitions_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        partitions::drop_before(&self.pool, cutoff).await
     }
 
     fn pgvector(&self) -> Option<&Pgvector> {
