@@ -3,7 +3,8 @@
 //!
 //! The modules follow a request (see `docs/architecture.md`): [`cli`] starts the server,
 //! [`http`] is the edge, [`check`] runs one verification stage by stage on the [`runtime`]
-//! built from the [`config`], and [`store`] keeps every result. [`telemetry`] and [`error`]
+//! built from the [`config`], and [`store`] keeps every result; [`report`] reads it back for
+//! operators. [`telemetry`] and [`error`]
 //! serve all of them.
 
 pub mod check;
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod report;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

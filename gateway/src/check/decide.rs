@@ -183,6 +183,7 @@ mod tests {
             decode: Default::default(),
             store_raw: Default::default(),
             retention: Default::default(),
+            reviews: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use livegate_providers::{Face, SpoofType, Warning};
 
 use crate::check::decide::Decision;
+use crate::store::reviews::Review;
 use crate::store::{AttemptRecord, VerificationRecord};
 
 /// The normalized verdict.
@@ -26,6 +27,12 @@ pub struct Verification {
     pub id: Uuid,
     /// livegate's decision under the tenant's policy; `null` when no verdict was reached.
     pub decision: Option<Decision>,
+    /// The decision that stands: `decision`, or for a `review`, the reviewer's once the review
+    /// is resolved (`null` while it is open).
+    pub final_decision: Option<Decision>,
+    /// A `review` decision's state in the review queue (`review` decisions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewState>,
     /// What the deciding provider itself said, when it says anything. A provider's `declined`
     /// stands unless its score is below the threshold or the tenant explicitly allows every
     /// reason it gave.
@@ -58,6 +65,44 @@ pub struct Verification {
     /// `DELETE /v1/subjects/{external_id}`); the decision, score and timing stay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erased_at: Option<DateTime<Utc>>,
+}
+
+/// Where a `review` decision stands.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewState {
+    /// `open`, `approved` or `declined`.
+    pub status: String,
+    /// The reviewer's decision, once resolved.
+    pub decision: Option<Decision>,
+    pub reason: Option<String>,
+    /// Who the reviewer said they are (free text).
+    pub reviewer: Option<String>,
+    /// `admin sha256:…` or `tenant sha256:…`: the id of the key that resolved it.
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl ReviewState {
+    pub fn of(r: Option<&Review>) -> ReviewState {
+        match r {
+            None => ReviewState {
+                status: "open".to_owned(),
+                decision: None,
+                reason: None,
+                reviewer: None,
+                resolved_by: None,
+                resolved_at: None,
+            },
+            Some(r) => ReviewState {
+                status: r.decision.clone(),
+                decision: Decision::parse(&r.decision),
+                reason: r.reason.clone(),
+                reviewer: r.reviewer.clone(),
+                resolved_by: Some(r.resolved_by.clone()),
+                resolved_at: Some(r.created_at),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -99,9 +144,12 @@ pub struct VerificationPage {
 impl Verification {
     pub fn from_records(v: &VerificationRecord, attempts: &[AttemptRecord]) -> Self {
         let decision = v.decision.as_deref().and_then(Decision::parse);
+        let in_review = decision == Some(Decision::Review);
         Verification {
             id: v.id,
             decision,
+            final_decision: decision.filter(|_| !in_review),
+            review: in_review.then(|| ReviewState::of(None)),
             provider_decision: v.provider_decision.as_deref().and_then(Decision::parse),
             is_live: v.is_live,
             score: v.score,
@@ -139,5 +187,15 @@ impl Verification {
             credits: None,
             erased_at: v.erased_at,
         }
+    }
+
+    /// With the review queue's word on a `review` decision.
+    pub fn with_review(mut self, r: Option<&Review>) -> Self {
+        if self.decision == Some(Decision::Review) {
+            let state = ReviewState::of(r);
+            self.final_decision = state.decision;
+            self.review = Some(state);
+        }
+        self
     }
 }

@@ -8,6 +8,7 @@ pub mod healthcheck;
 pub mod keys;
 pub mod models;
 pub mod purge;
+pub mod report;
 pub mod serve;
 pub mod simulate;
 
@@ -124,6 +125,11 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Reports read from the database.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// API keys.
     Keys {
         #[command(subcommand)]
@@ -238,6 +244,27 @@ enum CreditsCommand {
         config: PathBuf,
         /// The database `serve` uses for this config: the config's `database_url` comes
         /// first, and one of the two is required.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// How providers agree on shadow traffic, per provider pair: agreement, Cohen's kappa,
+    /// score correlation, where they disagree, latency and cost.
+    Agreement {
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How far back: a period (`7d`, `12h`) or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long, value_enum, default_value_t = report::Format::Table)]
+        format: report::Format,
+        /// The config `serve` runs with (its `database_url`, and the tenants' costs).
+        #[arg(long, env = "LIVEGATE_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
     },
@@ -375,6 +402,25 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             database_url,
             dry_run,
         } => purge::command(config.as_deref(), database_url, dry_run).await,
+        Command::Report {
+            command:
+                ReportCommand::Agreement {
+                    tenant,
+                    since,
+                    format,
+                    config,
+                    database_url,
+                },
+        } => {
+            report::agreement(report::Options {
+                tenant,
+                since,
+                format,
+                config,
+                database_url,
+            })
+            .await
+        }
         Command::Keys {
             command: KeysCommand::Demo { database_url },
         } => {

@@ -13,6 +13,12 @@ impl KeyHash {
         KeyHash(Sha256::digest(key.as_bytes()).into())
     }
 
+    /// `sha256:` and the hash's first 16 hex digits: names a key in audit rows without
+    /// revealing it (the hash alone cannot be turned back into the key either way).
+    pub fn id(&self) -> String {
+        format!("sha256:{}", hex::encode(&self.0[..8]))
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let hex_part = s
             .strip_prefix("sha256:")

@@ -27,8 +27,8 @@ use problems::{problem, typed};
 use providers::provider_spec;
 pub use providers::{ProviderKind, ProviderSpec, Resilience};
 pub use tenants::{
-    Credits, DEFAULT_COST, DEFAULT_DECLINE, DEFAULT_REVIEW, Decode, RateSpec, Routing, StoreRaw,
-    Strategy, Tenant, WarningAction,
+    Credits, DEFAULT_COST, DEFAULT_DECLINE, DEFAULT_REVIEW, Decode, RateSpec, ReviewsBy, Routing,
+    StoreRaw, Strategy, Tenant, WarningAction,
 };
 use tenants::{RawTenant, tenant};
 

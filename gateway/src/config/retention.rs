@@ -34,7 +34,8 @@ impl Period {
         }
     }
 
-    fn parse(text: &str) -> Result<Period, String> {
+    /// `7d`, `12h`, `30m`, `90s` or `0`; a message naming what is wrong otherwise.
+    pub fn parse(text: &str) -> Result<Period, String> {
         let t = text.trim();
         if t == "0" {
             return Ok(Period(Duration::ZERO));

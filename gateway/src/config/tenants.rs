@@ -39,6 +39,18 @@ pub struct Tenant {
     pub store_raw: StoreRaw,
     /// `retention:` over the top-level defaults.
     pub retention: Retention,
+    /// `reviews`: who resolves the tenant's `review` decisions.
+    pub reviews: ReviewsBy,
+}
+
+/// Who may resolve a tenant's `review` decisions (`reviews:`): operators only (`admin`, the
+/// default), or also the tenant's own keys (`tenant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewsBy {
+    #[default]
+    Admin,
+    Tenant,
 }
 
 /// What of a vendor's answer body is kept in `verification_attempts.raw_body` (`store_raw`).
@@ -168,6 +180,8 @@ pub struct RawTenant {
     store_raw: StoreRaw,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    reviews: ReviewsBy,
 }
 
 /// A key hash, alone or with a limit of its own.
@@ -319,6 +333,7 @@ pub fn tenant(
         decode: raw.intake.decode,
         store_raw,
         retention,
+        reviews: raw.reviews,
     })
 }
 

@@ -42,6 +42,8 @@ pub fn presented_key(parts: &Parts) -> Option<String> {
 pub struct Caller {
     pub runtime: Arc<Runtime>,
     pub tenant_id: String,
+    /// The presented key's hash (its `id()` names it in audit rows).
+    pub key: crate::config::KeyHash,
 }
 
 impl Caller {
@@ -75,17 +77,28 @@ impl FromRequestParts<AppState> for Caller {
     ) -> Result<Self, Self::Rejection> {
         let auth = telemetry::auth_span();
         let runtime = state.runtime.load_full();
-        let tenant_id =
-            presented_key(parts).and_then(|key| runtime.tenant_for_key(&key).map(|t| t.id.clone()));
+        let hash = presented_key(parts).map(|k| crate::config::KeyHash::of_key(&k));
+        let tenant_id = hash
+            .as_ref()
+            .and_then(|h| runtime.tenant_for_hash(h).map(|t| t.id.clone()));
         telemetry::record_auth(&auth, tenant_id.as_deref());
-        let tenant_id = tenant_id.ok_or_else(ApiError::unauthorized)?;
-        Ok(Caller { runtime, tenant_id })
+        let (Some(tenant_id), Some(key)) = (tenant_id, hash) else {
+            return Err(ApiError::unauthorized());
+        };
+        Ok(Caller {
+            runtime,
+            tenant_id,
+            key,
+        })
     }
 }
 
 /// An operator holding one of the `admin.keys`. A tenant key is recognised and refused (403).
-#[derive(Debug, Clone, Copy)]
-pub struct Admin;
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The admin key's id ([`crate::config::KeyHash::id`]), for audit rows.
+    pub key_id: String,
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -97,7 +110,9 @@ impl FromRequestParts<AppState> for Admin {
         let key = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
         let rt = state.runtime.load();
         if rt.is_admin_key(&key) {
-            Ok(Admin)
+            Ok(Admin {
+                key_id: crate::config::KeyHash::of_key(&key).id(),
+            })
         } else if rt.tenant_for_key(&key).is_some() {
             Err(ApiError::new(
                 ErrorCode::Forbidden,

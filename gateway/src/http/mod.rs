@@ -33,6 +33,8 @@ pub fn router(state: AppState) -> Router {
             delete(handlers::erasure::erase_subject),
         )
         .route("/v1/tenant", get(handlers::tenant::me))
+        .route("/v1/reviews", get(handlers::reviews::tenant_list))
+        .route("/v1/reviews/{id}", post(handlers::reviews::tenant_resolve))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::enforce,
@@ -44,6 +46,15 @@ pub fn router(state: AppState) -> Router {
             post(handlers::admin::credits),
         )
         .route("/admin/v1/config", get(handlers::admin::config))
+        .route("/admin/v1/reviews", get(handlers::reviews::admin_list))
+        .route(
+            "/admin/v1/reviews/{id}",
+            post(handlers::reviews::admin_resolve),
+        )
+        .route(
+            "/admin/v1/reports/agreement",
+            get(handlers::reports::agreement),
+        )
         .route(
             "/admin/v1/tenants/{tenant_id}/verifications/{id}",
             delete(handlers::erasure::admin_erase_verification),

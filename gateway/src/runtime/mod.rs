@@ -80,7 +80,12 @@ impl Runtime {
     }
 
     pub fn tenant_for_key(&self, key: &str) -> Option<&Tenant> {
-        let id = self.keys.get(&KeyHash::of_key(key))?;
+        self.tenant_for_hash(&KeyHash::of_key(key))
+    }
+
+    /// As [`Runtime::tenant_for_key`], for a key already hashed.
+    pub fn tenant_for_hash(&self, hash: &KeyHash) -> Option<&Tenant> {
+        let id = self.keys.get(hash)?;
         self.config.tenants.get(id)
     }
 

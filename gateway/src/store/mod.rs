@@ -7,7 +7,9 @@ pub mod identity;
 pub mod ledger;
 mod postgres;
 pub mod purge;
+pub mod reports;
 pub mod retention;
+pub mod reviews;
 pub mod spool;
 mod sql;
 mod sqlite;
@@ -152,6 +154,8 @@ pub trait Store:
     ledger::LedgerStore
     + identity::IdentityStore
     + retention::RetentionStore
+    + reviews::ReviewStore
+    + reports::ReportStore
     + Send
     + Sync
     + std::fmt::Debug

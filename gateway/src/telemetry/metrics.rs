@@ -63,6 +63,12 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    tenant: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScopeLabels {
     scope: &'static str,
 }
@@ -92,6 +98,7 @@ pub struct Metrics {
     store_write: Histogram,
     purged: Family<KindLabels, Counter>,
     erasures: Family<ScopeLabels, Counter>,
+    reviews: Family<ReviewLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -184,6 +191,12 @@ impl Metrics {
             "Erasure requests carried out, by scope (verification or subject)",
             erasures.clone(),
         );
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "livegate_reviews_resolved",
+            "Review decisions resolved, by tenant and final decision",
+            reviews.clone(),
+        );
         Self {
             registry,
             requests,
@@ -199,7 +212,18 @@ impl Metrics {
             store_write,
             purged,
             erasures,
+            reviews,
         }
+    }
+
+    /// A `review` decision resolved to `decision`.
+    pub fn review_resolved(&self, tenant: &str, decision: &str) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                tenant: tenant.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
     }
 
     /// `n` rows of `kind` purged (`runtime/purge.rs`).

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "http",
             "check",
+            "report",
             "runtime",
             "store",
             "config",
@@ -21,8 +22,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "http",
-        &["check", "runtime", "store", "config", "telemetry", "error"],
+        &[
+            "check",
+            "report",
+            "runtime",
+            "store",
+            "config",
+            "telemetry",
+            "error",
+        ],
     ),
+    ("report", &["store", "config"]),
     (
         "check",
         &["runtime", "store", "config", "telemetry", "error"],

@@ -18,6 +18,7 @@ mod metrics;
 mod models_fetch;
 mod multi_instance;
 mod openapi_drift;
+mod operators;
 mod pgvector;
 mod policy;
 mod privacy;

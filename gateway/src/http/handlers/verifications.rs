@@ -33,7 +33,12 @@ pub async fn get_one(
         Err(e) => return Err(e.into()),
     };
     let attempts = state.store.attempts(id).await?;
-    Ok(Json(Verification::from_records(&rec, &attempts)))
+    let view = Verification::from_records(&rec, &attempts);
+    if rec.decision.as_deref() != Some("review") {
+        return Ok(Json(view));
+    }
+    let reviews = state.store.reviews_of(&[id]).await?;
+    Ok(Json(view.with_review(reviews.first())))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -123,9 +128,22 @@ pub async fn list(
         .store
         .list_with_attempts(&caller.tenant_id, &filter)
         .await?;
+    let in_review: Vec<Uuid> = rows
+        .iter()
+        .filter(|(r, _)| r.decision.as_deref() == Some("review"))
+        .map(|(r, _)| r.id)
+        .collect();
+    let reviews = if in_review.is_empty() {
+        Vec::new()
+    } else {
+        state.store.reviews_of(&in_review).await?
+    };
     let data: Vec<Verification> = rows
         .iter()
-        .map(|(r, attempts)| Verification::from_records(r, attempts))
+        .map(|(r, attempts)| {
+            let review = reviews.iter().find(|x| x.verification_id == r.id);
+            Verification::from_records(r, attempts).with_review(review)
+        })
         .collect();
     let next_cursor = (rows.len() as u32 == limit)
         .then(|| rows.last().map(|(r, _)| r.id.to_string()))

@@ -108,6 +108,11 @@ pub async fn drop_before(pool: &PgPool, cutoff: DateTime<Utc>) -> StoreResult<u6
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        sqlx::query(&format!(
+            "DELETE FROM reviews r USING \"{name}\" v WHERE r.verification_id = v.id"
+        ))
+        .execute(&mut *tx)
+        .await?;
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{name}\""))
             .fetch_one(&mut *tx)
             .await?;
