@@ -99,6 +99,7 @@ async fn one(store: &DynStore, writers: Option<&Writers>, tenant: &str) -> bool 
         idempotency: None,
         idempotency_forget: None,
         face: None,
+        webhooks: Vec::new(),
     });
     match writers {
         Some(w) => w.results.submit(write).await.is_ok(),

@@ -277,6 +277,7 @@ mod ledger_cases {
             idempotency: None,
             idempotency_forget: None,
             face: None,
+            webhooks: Vec::new(),
         };
         s.commit_results(&[write(&v1, &reqs[0], 1).into()])
             .await
@@ -348,6 +349,7 @@ mod ledger_cases {
                 idempotency: None,
                 idempotency_forget: None,
                 face: None,
+                webhooks: Vec::new(),
             }
         };
         s.commit_results(&[failed(&taken).into()])
@@ -417,6 +419,7 @@ mod ledger_cases {
             }),
             idempotency_forget: None,
             face: None,
+            webhooks: Vec::new(),
         })])
         .await
         .expect("commit");
@@ -478,6 +481,7 @@ mod ledger_cases {
             }),
             idempotency_forget: None,
             face: None,
+            webhooks: Vec::new(),
         };
         assert_eq!(
             s.idem_claim(&claim(late.id, -1)).await.expect("first"),
@@ -536,6 +540,7 @@ pub async fn a_kept_face_is_written_with_its_verification(s: DynStore) {
             embedding: vec![0.5, -0.5, 0.25, 1.0],
             approved: true,
         }),
+        webhooks: Vec::new(),
     })])
     .await
     .expect("commit");

@@ -184,6 +184,7 @@ mod tests {
             store_raw: Default::default(),
             retention: Default::default(),
             reviews: Default::default(),
+            webhooks: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod credits;
 pub mod decide;
+pub mod events;
 pub mod faces;
 pub mod idempotency;
 pub mod intake;

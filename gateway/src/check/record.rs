@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -68,7 +68,8 @@ impl Draft {
                 latency_ms: 0,
                 config_hash: Some(config_hash.to_owned()),
                 trace_id: telemetry::trace_id(headers),
-                created_at: Utc::now(),
+                // Both stores keep microseconds: the answer shows what a read will.
+                created_at: Utc::now().trunc_subsecs(6),
                 erased_at: None,
             },
             attempts: Vec::new(),
@@ -292,6 +293,23 @@ pub async fn commit(
         .face
         .take()
         .filter(|_| !tenant.retention.embeddings.is_never_stored());
+    // A verdict tells the tenant's webhooks, in the same commit (failures have no verdict).
+    let webhooks = match &view {
+        Some(v) if !tenant.webhooks.is_empty() => {
+            let mut told = v.clone();
+            // The outbox is stored: it keeps only what the row keeps.
+            if tenant.retention.metadata.is_never_stored() {
+                told.external_id = None;
+                told.metadata = None;
+            }
+            crate::check::events::messages(
+                tenant,
+                crate::check::events::VERIFICATION_COMPLETED,
+                &told,
+            )
+        }
+        _ => Vec::new(),
+    };
     let write = Arc::new(ResultWrite {
         verification: draft.record,
         attempts,
@@ -299,6 +317,7 @@ pub async fn commit(
         idempotency,
         idempotency_forget,
         face,
+        webhooks,
     });
     let submitted = submit_results(services, &write, grace)
         .instrument(telemetry::store_span(1 + write.attempts.len()))

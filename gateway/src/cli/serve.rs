@@ -79,6 +79,12 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
     let mut state = AppState::with_limits(runtime, store, limits);
     state.identity = std::sync::Arc::new(crate::check::faces::Identity::new(search));
     state.spool = Some(spool);
+    crate::http::webhooks::spawn(
+        state.store.clone(),
+        state.runtime.clone(),
+        state.metrics.clone(),
+        crate::http::webhooks::Schedule::default(),
+    );
     // The first pass soon after start, not at it: a fleet restarting together spreads out.
     crate::cli::purge::spawn(
         state.store.clone(),

@@ -10,6 +10,7 @@ pub mod problems;
 pub mod providers;
 pub mod retention;
 pub mod tenants;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -41,6 +41,8 @@ pub struct Tenant {
     pub retention: Retention,
     /// `reviews`: who resolves the tenant's `review` decisions.
     pub reviews: ReviewsBy,
+    /// `webhooks`: where the tenant's events are delivered.
+    pub webhooks: Vec<crate::config::webhooks::Webhook>,
 }
 
 /// Who may resolve a tenant's `review` decisions (`reviews:`): operators only (`admin`, the
@@ -182,6 +184,8 @@ pub struct RawTenant {
     retention: RawRetention,
     #[serde(default)]
     reviews: ReviewsBy,
+    #[serde(default)]
+    webhooks: Vec<crate::config::webhooks::RawWebhook>,
 }
 
 /// A key hash, alone or with a limit of its own.
@@ -311,6 +315,7 @@ pub fn tenant(
             }
         }
     }
+    let webhooks = crate::config::webhooks::webhooks(raw.webhooks, path, problems);
     let store_raw = if retention.raw_bodies.is_never_stored() {
         StoreRaw::None
     } else {
@@ -334,6 +339,7 @@ pub fn tenant(
         store_raw,
         retention,
         reviews: raw.reviews,
+        webhooks,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod request_id;
 pub mod server;
 pub mod server_timing;
 pub mod state;
+pub mod webhooks;
 
 use axum::Router;
 use axum::middleware;
@@ -54,6 +55,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/v1/reports/agreement",
             get(handlers::reports::agreement),
+        )
+        .route(
+            "/admin/v1/webhooks/deliveries",
+            get(handlers::webhooks::list),
+        )
+        .route(
+            "/admin/v1/webhooks/deliveries/{id}",
+            get(handlers::webhooks::get_one),
+        )
+        .route(
+            "/admin/v1/webhooks/deliveries/{id}/redeliver",
+            post(handlers::webhooks::redeliver),
         )
         .route(
             "/admin/v1/tenants/{tenant_id}/verifications/{id}",

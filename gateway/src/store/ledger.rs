@@ -72,6 +72,9 @@ pub struct ResultWrite {
     /// The face embedding kept for the tenant's face checks, written with its verification.
     #[serde(default)]
     pub face: Option<KeptFace>,
+    /// Webhook messages about this verification, written with it (the outbox).
+    #[serde(default)]
+    pub webhooks: Vec<super::webhooks::OutboxMessage>,
 }
 
 /// A verification's face embedding, for later duplicate and blocklist checks.

@@ -14,6 +14,7 @@ pub mod spool;
 mod sql;
 mod sqlite;
 mod verifications;
+pub mod webhooks;
 pub mod writers;
 
 use std::sync::Arc;
@@ -156,6 +157,7 @@ pub trait Store:
     + retention::RetentionStore
     + reviews::ReviewStore
     + reports::ReportStore
+    + webhooks::WebhookStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -259,6 +259,8 @@ impl<B: Backend> RetentionStore for B {
                 B::execute_in(&mut tx, for_ids(attempts, Vec::new(), &ids)).await?;
                 let reviews = "DELETE FROM reviews WHERE verification_id IN ({ids})";
                 B::execute_in(&mut tx, for_ids(reviews, Vec::new(), &ids)).await?;
+                let outbox = "DELETE FROM webhook_outbox WHERE verification_id IN ({ids})";
+                B::execute_in(&mut tx, for_ids(outbox, Vec::new(), &ids)).await?;
                 let faces = "DELETE FROM verification_faces WHERE verification_id IN ({ids})";
                 if B::execute_in(&mut tx, for_ids(faces, Vec::new(), &ids)).await? > 0 {
                     B::execute_in(&mut tx, faces_removed(Utc::now())).await?;
@@ -375,6 +377,10 @@ impl<B: Backend> RetentionStore for B {
             let r = "UPDATE reviews SET reason = NULL, reviewer = NULL WHERE tenant_id = $1 \
                  AND verification_id IN ({ids})";
             B::execute_in(&mut tx, for_ids(r, lead(), chunk)).await?;
+            // A webhook message carries the verification's JSON too, sent or not.
+            let o = "DELETE FROM webhook_outbox WHERE tenant_id = $1 \
+                 AND verification_id IN ({ids})";
+            B::execute_in(&mut tx, for_ids(o, lead(), chunk)).await?;
             // A stored idempotent answer is the verification's JSON, external id and all.
             let k = "DELETE FROM idempotency_keys WHERE tenant_id = $1 \
                  AND verification_id IN ({ids})";

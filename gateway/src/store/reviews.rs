@@ -49,9 +49,14 @@ pub struct QueueFilter {
 
 #[async_trait]
 pub trait ReviewStore: Send + Sync {
-    /// Writes the resolution of an open review. `NotFound` when the verification is not a
-    /// `review` of `r.tenant_id`; `Conflict` when it was already resolved.
-    async fn resolve_review(&self, r: &Review) -> StoreResult<Review>;
+    /// Writes the resolution of an open review, with the webhook messages that tell of it.
+    /// `NotFound` when the verification is not a `review` of `r.tenant_id`; `Conflict` when it
+    /// was already resolved.
+    async fn resolve_review(
+        &self,
+        r: &Review,
+        webhooks: &[super::webhooks::OutboxMessage],
+    ) -> StoreResult<Review>;
     /// The resolutions of these verifications, where there are any.
     async fn reviews_of(&self, ids: &[Uuid]) -> StoreResult<Vec<Review>>;
     /// The tenant of a verification, whatever tenant it is (operator endpoints).
@@ -77,7 +82,11 @@ fn review(r: &impl Cols) -> StoreResult<Review> {
 
 #[async_trait]
 impl<B: Backend> ReviewStore for B {
-    async fn resolve_review(&self, r: &Review) -> StoreResult<Review> {
+    async fn resolve_review(
+        &self,
+        r: &Review,
+        webhooks: &[super::webhooks::OutboxMessage],
+    ) -> StoreResult<Review> {
         let mut tx = self.begin().await?;
         let s = Stmt::new(
             "SELECT id FROM verifications WHERE tenant_id = $1 AND id = $2 \
@@ -99,6 +108,11 @@ impl<B: Backend> ReviewStore for B {
         .bind(r.resolved_by.as_str())
         .bind(r.created_at);
         B::execute_in(&mut tx, s).await?;
+        let messages = webhooks
+            .iter()
+            .map(super::webhooks::insert_message)
+            .collect();
+        B::run_all(&mut tx, messages).await?;
         B::commit(tx).await?;
         Ok(r.clone())
     }

@@ -150,6 +150,12 @@ pub(crate) async fn begin_results<D: Backend>(
             f.approved,
         ))
     }));
+    rows.extend(
+        writes
+            .iter()
+            .flat_map(|w| &w.webhooks)
+            .map(super::webhooks::insert_message),
+    );
     D::run_all(&mut tx, rows).await?;
     Ok(Some(tx))
 }

@@ -69,6 +69,11 @@ struct ReviewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScopeLabels {
     scope: &'static str,
 }
@@ -99,6 +104,7 @@ pub struct Metrics {
     purged: Family<KindLabels, Counter>,
     erasures: Family<ScopeLabels, Counter>,
     reviews: Family<ReviewLabels, Counter>,
+    webhooks: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -197,6 +203,12 @@ impl Metrics {
             "Review decisions resolved, by tenant and final decision",
             reviews.clone(),
         );
+        let webhooks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "livegate_webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, retry, failed)",
+            webhooks.clone(),
+        );
         Self {
             registry,
             requests,
@@ -213,7 +225,15 @@ impl Metrics {
             purged,
             erasures,
             reviews,
+            webhooks,
         }
+    }
+
+    /// One webhook delivery attempt ended `outcome`.
+    pub fn webhook(&self, outcome: &'static str) {
+        self.webhooks
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// A `review` decision resolved to `decision`.

@@ -30,3 +30,4 @@ mod routing;
 mod served;
 mod simulate_cli;
 mod traces;
+mod webhooks;

@@ -617,6 +617,7 @@ async fn purge_removes_exactly_what_is_due(backend: Backend) {
             embedding: vec![0.088_388_35; 128],
             approved: true,
         }),
+        webhooks: Vec::new(),
     });
     store.commit_results(&[write]).await.expect("commit");
     assert_eq!(
@@ -897,6 +898,7 @@ async fn old_rows_move_into_month_partitions_and_old_months_drop_whole() {
             embedding: vec![0.088_388_35; 128],
             approved: true,
         }),
+        webhooks: Vec::new(),
     });
     store.commit_results(&[write]).await.expect("commit");
 

@@ -10,3 +10,4 @@ pub mod reports;
 pub mod reviews;
 pub mod tenant;
 pub mod verifications;
+pub mod webhooks;

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::check::decide::Decision;
-use crate::check::verdict::ReviewState;
+use crate::check::verdict::{ReviewState, Verification};
 use crate::config::ReviewsBy;
 use crate::error::{ApiError, ErrorCode, Problem};
 use crate::http::auth::{Admin, Caller};
@@ -189,8 +189,30 @@ fn resolution(
     })
 }
 
+/// The resolved verification as `GET /v1/verifications/{id}` will show it, for the webhooks.
+async fn resolved_view(state: &AppState, r: &Review) -> Result<Verification, ApiError> {
+    let rec = match state
+        .store
+        .get_verification(&r.tenant_id, r.verification_id)
+        .await
+    {
+        Ok(rec) => rec,
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("review")),
+        Err(e) => return Err(ApiError::store(e)),
+    };
+    let attempts = state.store.attempts(r.verification_id).await?;
+    Ok(Verification::from_records(&rec, &attempts).with_review(Some(r)))
+}
+
 async fn resolve(state: &AppState, r: Review) -> Result<Json<ReviewItem>, ApiError> {
-    let stored = match state.store.resolve_review(&r).await {
+    let messages = match state.runtime.load().config.tenants.get(&r.tenant_id) {
+        Some(t) if !t.webhooks.is_empty() => {
+            let view = resolved_view(state, &r).await?;
+            crate::check::events::messages(t, crate::check::events::REVIEW_RESOLVED, &view)
+        }
+        _ => Vec::new(),
+    };
+    let stored = match state.store.resolve_review(&r, &messages).await {
         Ok(s) => s,
         Err(StoreError::NotFound) => return Err(ApiError::not_found("review")),
         Err(StoreError::Conflict(_)) => {

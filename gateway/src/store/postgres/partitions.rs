@@ -108,11 +108,13 @@ pub async fn drop_before(pool: &PgPool, cutoff: DateTime<Utc>) -> StoreResult<u6
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query(&format!(
-            "DELETE FROM reviews r USING \"{name}\" v WHERE r.verification_id = v.id"
-        ))
-        .execute(&mut *tx)
-        .await?;
+        for table in ["reviews", "webhook_outbox"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} r USING \"{name}\" v WHERE r.verification_id = v.id"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{name}\""))
             .fetch_one(&mut *tx)
             .await?;
