@@ -95,6 +95,18 @@ enum Command {
             default_value = "livegate-spool.jsonl"
         )]
         spool_file: PathBuf,
+        /// The built-in engine's models directory (default: LIVEGATE_MODELS_DIR, else the
+        /// first of ./models, ~/.cache/livegate/models and ../shared/models that has them,
+        /// else ~/.cache/livegate/models, where missing models are fetched).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// A mirror serving every model file as <URL>/<file>, used instead of each file's own
+        /// URL when models are fetched.
+        #[arg(long, env = "LIVEGATE_MODELS_URL")]
+        models_url: Option<String>,
+        /// Never download: fail with what is missing instead.
+        #[arg(long, env = "LIVEGATE_OFFLINE")]
+        offline: bool,
     },
     /// Tenant credits.
     Credits {
@@ -362,6 +374,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             exact_search_below,
             shutdown_timeout,
             spool_file,
+            models_dir,
+            models_url,
+            offline,
         } => {
             serve::serve(serve::Options {
                 config,
@@ -372,6 +387,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 search: serve::search_options(exact_search_below),
                 shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout),
                 spool_file,
+                models_dir,
+                models_url,
+                offline,
             })
             .await
         }

@@ -29,20 +29,24 @@ pub enum FetchError {
     #[error("the models manifest is invalid: {0}")]
     Manifest(String),
     #[error(
-        "{file}: no public URL is known (origin: {origin}); pass --base-url with a mirror that serves it"
+        "{file}: no public URL is known (origin: {origin}); pass --base-url (LIVEGATE_MODELS_URL) with a mirror that serves it"
     )]
     NoSource { file: String, origin: String },
-    #[error("{file}: download from {url} failed: {reason}")]
+    #[error(
+        "{file}: download from {url} failed: {reason}; nothing was installed. Check the network, or set LIVEGATE_MODELS_URL (--base-url) to a mirror holding the same file (origin: {origin})"
+    )]
     Download {
         file: String,
         url: String,
+        origin: String,
         reason: String,
     },
     #[error(
-        "{file}: SHA-256 mismatch: expected {expected}, got {actual}; the file was not installed"
+        "{file}: SHA-256 mismatch for the download from {url}: expected {expected}, got {actual}; a truncated or altered file, nothing was installed. Retry, or use a mirror with the pinned bytes"
     )]
     HashMismatch {
         file: String,
+        url: String,
         expected: String,
         actual: String,
     },
@@ -76,11 +80,46 @@ fn sha256_file(path: &Path) -> Option<String> {
     Some(hex::encode(Sha256::digest(&bytes)))
 }
 
+/// How a fetch reports its progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Quiet,
+    /// A line when each file starts and ends (logs, CI).
+    Lines,
+    /// A bar redrawn in place (a terminal).
+    Bar,
+}
+
+impl Progress {
+    /// A bar on a terminal, lines otherwise.
+    pub fn for_stderr() -> Progress {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Progress::Bar
+        } else {
+            Progress::Lines
+        }
+    }
+}
+
+fn megabytes(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1e6)
+}
+
 /// Fetch every file of `m` into `dir`. `base_url` (a mirror) overrides each file's own URL.
 pub async fn fetch(
     m: &Manifest,
     dir: &Path,
     base_url: Option<&str>,
+) -> Result<Vec<Fetched>, FetchError> {
+    fetch_with(m, dir, base_url, Progress::Quiet).await
+}
+
+/// [`fetch`], reporting on stderr as `progress` says.
+pub async fn fetch_with(
+    m: &Manifest,
+    dir: &Path,
+    base_url: Option<&str>,
+    progress: Progress,
 ) -> Result<Vec<Fetched>, FetchError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let client = reqwest::Client::builder()
@@ -107,6 +146,7 @@ pub async fn fetch(
         let download = |reason: String| FetchError::Download {
             file: f.file.clone(),
             url: url.clone(),
+            origin: f.origin.clone(),
             reason,
         };
         let resp = client
@@ -117,17 +157,44 @@ pub async fn fetch(
         if !resp.status().is_success() {
             return Err(download(format!("HTTP {}", resp.status())));
         }
+        let total = resp.content_length();
+        if progress != Progress::Quiet {
+            let size = total
+                .map(megabytes)
+                .unwrap_or_else(|| "size unknown".into());
+            eprintln!("fetching {} ({size}) from {url}", f.file);
+        }
         // Stream to a temporary file and hash on the way; only a verified file is renamed in.
         let tmp = dir.join(format!(".{}.partial", f.file));
         let mut out = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
         let mut hasher = Sha256::new();
         let mut stream = resp.bytes_stream();
+        let mut done: u64 = 0;
+        let mut shown = 0_u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| download(e.to_string()))?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(download(e.to_string()));
+                }
+            };
             hasher.update(&chunk);
+            done = done.saturating_add(chunk.len() as u64);
             tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
                 .await
                 .map_err(io(&tmp))?;
+            if progress == Progress::Bar && done.saturating_sub(shown) >= 256 * 1024 {
+                shown = done;
+                let pct = total
+                    .filter(|t| *t > 0)
+                    .map(|t| format!("{:>3}%", done.saturating_mul(100) / t))
+                    .unwrap_or_default();
+                eprint!("\r  {} {pct} {}", f.file, megabytes(done));
+            }
+        }
+        if progress == Progress::Bar {
+            eprintln!("\r  {} 100% {}", f.file, megabytes(done));
         }
         tokio::io::AsyncWriteExt::flush(&mut out)
             .await
@@ -138,11 +205,15 @@ pub async fn fetch(
             let _ = std::fs::remove_file(&tmp);
             return Err(FetchError::HashMismatch {
                 file: f.file.clone(),
+                url: url.clone(),
                 expected: f.sha256.clone(),
                 actual,
             });
         }
         std::fs::rename(&tmp, &target).map_err(io(&target))?;
+        if progress == Progress::Lines {
+            eprintln!("{}: {}, hash verified", f.file, megabytes(done));
+        }
         report.push(Fetched::Downloaded(f.file.clone()));
     }
     let sums: String = m
@@ -155,6 +226,40 @@ pub async fn fetch(
     Ok(report)
 }
 
+/// Makes sure `dir` holds every model, verified; fetches what is missing unless `offline`.
+/// For `serve`: says what is missing and where it comes from before fetching.
+pub async fn ensure(dir: &Path, base_url: Option<&str>, offline: bool) -> anyhow::Result<()> {
+    let manifest = manifest()?;
+    // Presence only: the engine verifies every hash as it loads.
+    let absent: Vec<&str> = std::iter::once("SHA256SUMS")
+        .chain(manifest.files.iter().map(|f| f.file.as_str()))
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if absent.is_empty() {
+        return Ok(());
+    }
+    let missing = format!("missing: {}", absent.join(", "));
+    if offline {
+        anyhow::bail!(
+            "the built-in engine's models are not ready in {} ({missing}); --offline forbids fetching them: run `livegate models fetch --dir {}` where there is network, or point --models-dir at a directory that has them",
+            dir.display(),
+            dir.display()
+        );
+    }
+    eprintln!(
+        "the built-in engine's models are not ready in {} ({missing}): fetching them{}",
+        dir.display(),
+        base_url
+            .map(|b| format!(" from {b}"))
+            .unwrap_or_else(|| " from their origins".to_owned())
+    );
+    fetch_with(&manifest, dir, base_url, Progress::for_stderr()).await?;
+    livegate_engine::verify_models(dir)
+        .map_err(|e| anyhow::anyhow!("fetched models in {} do not verify: {e}", dir.display()))?;
+    eprintln!("models ready in {}", dir.display());
+    Ok(())
+}
+
 /// `livegate models fetch`: fill `dir` (default `./models`) and say what was done per file.
 pub async fn fetch_command(dir: Option<PathBuf>, base_url: Option<&str>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or_else(|| PathBuf::from("models"));
@@ -162,7 +267,7 @@ pub async fn fetch_command(dir: Option<PathBuf>, base_url: Option<&str>) -> anyh
     for f in &manifest.files {
         println!("{} ({}): {}", f.file, f.licence, f.origin);
     }
-    for r in fetch(&manifest, &dir, base_url).await? {
+    for r in fetch_with(&manifest, &dir, base_url, Progress::for_stderr()).await? {
         match r {
             Fetched::AlreadyPresent(f) => println!("{f}: already present, hash verified"),
             Fetched::Downloaded(f) => println!("{f}: downloaded, hash verified"),

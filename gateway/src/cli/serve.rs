@@ -24,6 +24,32 @@ pub struct Options {
     pub search: livegate_engine::search::IndexOptions,
     pub shutdown_timeout: std::time::Duration,
     pub spool_file: PathBuf,
+    /// `--models-dir`: where the built-in engine's models are (and are fetched to).
+    pub models_dir: Option<PathBuf>,
+    /// `--models-url` / `LIVEGATE_MODELS_URL`: a mirror serving every model file.
+    pub models_url: Option<String>,
+    /// `--offline`: never download models.
+    pub offline: bool,
+}
+
+/// The models directories the config needs: its embedded providers' and, with face checks,
+/// the top-level one.
+fn model_dirs(config: &crate::config::Config) -> Vec<PathBuf> {
+    use crate::runtime::engine::models_dir;
+    let mut dirs: Vec<PathBuf> = config
+        .providers
+        .values()
+        .filter_map(|p| match &p.kind {
+            crate::config::ProviderKind::Embedded(e) => Some(models_dir(e.models_dir.as_deref())),
+            _ => None,
+        })
+        .collect();
+    if config.tenants.values().any(|t| t.face_checks.enabled()) {
+        dirs.push(models_dir(config.models_dir.as_deref()));
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 pub async fn serve(o: Options) -> anyhow::Result<()> {
@@ -36,7 +62,13 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
         search,
         shutdown_timeout,
         spool_file,
+        models_dir,
+        models_url,
+        offline,
     } = o;
+    if let Some(dir) = models_dir {
+        crate::runtime::engine::set_default_models_dir(dir);
+    }
     let config_path = config.clone();
     let (loaded, database_url) = crate::cli::config_and_database(config.as_deref(), database_url)?;
     let (database_url, redis_url) = (database_url.as_str(), redis_url.as_deref());
@@ -55,6 +87,10 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
             (crate::cli::demo::demo_config(demo.hash())?, Some(demo))
         }
     };
+    // Before the engine loads: a fresh machine fetches the models (or, offline, says why not).
+    for dir in model_dirs(&config) {
+        crate::cli::models::ensure(&dir, models_url.as_deref(), offline).await?;
+    }
     crate::check::credits::open_accounts(&store, &config)
         .await
         .context("opening credit accounts")?;

@@ -14,20 +14,48 @@ use crate::config::{ProviderKind, ProviderSpec};
 /// Environment variable naming the models directory.
 pub const MODELS_DIR_ENV: &str = "LIVEGATE_MODELS_DIR";
 
-/// The models directory: the config's `models_dir`, else `LIVEGATE_MODELS_DIR`, else the first
-/// of `./models` and `../shared/models` that holds a `SHA256SUMS`.
+/// `serve --models-dir`: set once at start, before any engine loads.
+static DEFAULT_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes `dir` the models directory of every entry that names none (`serve --models-dir`);
+/// false when one was set already.
+pub fn set_default_models_dir(dir: PathBuf) -> bool {
+    DEFAULT_DIR.set(dir).is_ok()
+}
+
+/// The per-user cache models are fetched into by default: `$XDG_CACHE_HOME/livegate/models`,
+/// else `~/.cache/livegate/models`.
+pub fn cache_models_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("livegate").join("models"))
+}
+
+/// The models directory: the config's `models_dir`, else `serve --models-dir`, else
+/// `LIVEGATE_MODELS_DIR`, else the first of `./models`, the user cache
+/// ([`cache_models_dir`]) and a development checkout's `../shared/models` that holds a
+/// `SHA256SUMS`; with none, the user cache (where `serve` fetches them).
 pub fn models_dir(configured: Option<&Path>) -> PathBuf {
     if let Some(p) = configured {
         return p.to_owned();
     }
+    if let Some(p) = DEFAULT_DIR.get() {
+        return p.clone();
+    }
     if let Some(p) = std::env::var_os(MODELS_DIR_ENV) {
         return PathBuf::from(p);
     }
-    let candidates = [PathBuf::from("models"), PathBuf::from("../shared/models")];
+    let cache = cache_models_dir();
+    let mut candidates = vec![PathBuf::from("models")];
+    candidates.extend(cache.clone());
+    candidates.push(PathBuf::from("../shared/models"));
     candidates
         .iter()
         .find(|p| p.join("SHA256SUMS").is_file())
         .cloned()
+        .or(cache)
         .unwrap_or_else(|| PathBuf::from("models"))
 }
 

@@ -223,7 +223,7 @@ impl Cut {
         }
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         let mut open = self.open.lock().expect("lock");
         self.down.store(true, std::sync::atomic::Ordering::SeqCst);
         for task in open.drain(..) {
@@ -231,7 +231,7 @@ impl Cut {
         }
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 

@@ -91,3 +91,98 @@ async fn files_without_a_public_url_need_a_mirror() {
         .expect_err("must fail");
     assert!(err.to_string().contains("--base-url"), "{err}");
 }
+
+/// The README's first command on a machine with no models and no `../shared`: zero-config
+/// `serve` says what is missing, fetches it into the user cache (from a local mirror here:
+/// no internet), serves, and approves the repository's sample selfie. `--offline` refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_serve_fetches_missing_models_then_serves() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let base = mirror(None).await;
+    let home = temp_dir();
+    let work = temp_dir();
+    let port = crate::harness::free_port();
+    let serve = |extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"));
+        c.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .current_dir(&work)
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("LIVEGATE_MODELS_DIR")
+            .env_remove("LIVEGATE_CONFIG")
+            .env_remove("DATABASE_URL")
+            .env("LIVEGATE_MODELS_URL", &base)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+
+    // Offline, nothing can come: a clear refusal naming the directory, no server.
+    let out = serve(&["--offline"]).output().expect("run offline");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cache = home.join(".cache/livegate/models");
+    assert!(
+        err.contains("--offline") && err.contains(&cache.display().to_string()),
+        "{err}"
+    );
+    assert!(!cache.join("SHA256SUMS").exists());
+
+    let mut child = serve(&[]).spawn().expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(key) = line.split("stored only as a hash): ").nth(1) {
+                let _ = tx.send(key.trim().to_owned());
+            }
+        }
+    });
+    let mut guard = crate::harness::Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let key = loop {
+        if let Ok(k) = rx.try_recv() {
+            break k;
+        }
+        if let Ok(Some(status)) = guard.0.try_wait() {
+            let _ = guard.0.wait();
+            panic!("serve exited with {status}: {:?}", errors.join());
+        }
+        assert!(Instant::now() < deadline, "no demo key printed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        cache.join("SHA256SUMS").is_file(),
+        "models not in the user cache"
+    );
+    let selfie = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/real.jpg"))
+        .expect("the repository's sample selfie");
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(selfie).file_name("real.jpg"),
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/liveness"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("liveness");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["decision"], "approved", "{body}");
+    drop(guard);
+    let log = errors.join().expect("stderr").join("\n");
+    assert!(log.contains("fetching them from"), "{log}");
+    assert!(log.contains("face_embedding_dlib_resnet_v1.onnx"), "{log}");
+}

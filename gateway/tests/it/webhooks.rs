@@ -519,3 +519,45 @@ tenants:
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.accepted().len(), 1);
 }
+
+/// The database is away when a verdict is committed: the client gets 503 and no webhook is
+/// ever sent for it (its message would have been in the failed commit); the next verdict is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_message_for_a_verdict_whose_commit_failed() {
+    let Some((cut, store)) = crate::faults::proxied_store().await else {
+        return;
+    };
+    let port = free_port();
+    let receiver = start_receiver(port).await;
+    receiver.up.store(true, Ordering::SeqCst);
+    let h = Harness::start_on(
+        store,
+        move |u: &SimUrls| format!("limits: {{ commit_grace_ms: 300 }}\n{}", yaml(port)(u)),
+        Default::default(),
+        None,
+    )
+    .await;
+    livegate::http::webhooks::spawn(
+        h.store.clone(),
+        h.state.runtime.clone(),
+        h.state.metrics.clone(),
+        fast(),
+    );
+    h.sim_rule(json!({"score": 0.97})).await;
+    cut.cut();
+    let lost = h
+        .liveness(ACME_KEY, "image", crate::harness::jpeg(1), &[])
+        .await;
+    assert_eq!(lost.status, 503, "{}", lost.body);
+    assert_eq!(lost.body["code"], "store_unavailable", "{}", lost.body);
+    cut.restore();
+    let kept = h
+        .liveness(ACME_KEY, "image", crate::harness::jpeg(2), &[])
+        .await;
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    let got = receiver.wait_for(1, "the committed verdict").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let got_after = receiver.accepted();
+    assert_eq!(got_after.len(), 1, "{got_after:?}");
+    assert_eq!(got[0].body["data"]["id"], kept.body["id"]);
+}
