@@ -561,3 +561,71 @@ async fn no_message_for_a_verdict_whose_commit_failed() {
     assert_eq!(got_after.len(), 1, "{got_after:?}");
     assert_eq!(got[0].body["data"]["id"], kept.body["id"]);
 }
+
+/// An endpoint that keeps failing has its circuit opened: attempts stop reaching it (logged as
+/// such) until the circuit closes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_has_its_circuit_opened() {
+    let Some(store) = open_store(Backend::Sqlite).await else {
+        return;
+    };
+    let port = free_port();
+    let receiver = start_receiver(port).await;
+    let h = Harness::start_on(store, yaml(port), Default::default(), None).await;
+    livegate::http::webhooks::spawn(
+        h.store.clone(),
+        h.state.runtime.clone(),
+        h.state.metrics.clone(),
+        livegate::http::webhooks::Schedule {
+            circuit_after: 2,
+            circuit_open: Duration::from_secs(60),
+            ..fast()
+        },
+    );
+    h.sim_rule(json!({"score": 0.97})).await;
+    let r = h
+        .liveness(ACME_KEY, "image", crate::harness::jpeg(3), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let log = Harness::call(
+            h.client
+                .get(h.url("/admin/v1/webhooks/deliveries"))
+                .bearer_auth(ADMIN_KEY),
+        )
+        .await;
+        let m = &log.body["data"][0];
+        if m["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("circuit"))
+            && m["attempts"].as_i64().unwrap_or(0) >= 4
+        {
+            break m["id"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the circuit never opened: {}",
+            log.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Two attempts reached the receiver; every later one was held back.
+    assert_eq!(receiver.got.lock().expect("got").len(), 2);
+    let one = Harness::call(
+        h.client
+            .get(h.url(&format!("/admin/v1/webhooks/deliveries/{id}")))
+            .bearer_auth(ADMIN_KEY),
+    )
+    .await;
+    let log = one.body["log"].as_array().expect("log");
+    assert_eq!(log[0]["status"], 503);
+    assert_eq!(log[1]["status"], 503);
+    assert!(
+        log[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("circuit")),
+        "{}",
+        one.body
+    );
+}
