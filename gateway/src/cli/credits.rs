@@ -5,7 +5,6 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::http::handlers::admin::{CreditChange, change_credits};
-use crate::store;
 
 pub async fn add(
     tenant: &str,
@@ -16,10 +15,7 @@ pub async fn add(
 ) -> anyhow::Result<()> {
     let (config, database_url) = crate::cli::config_and_database(Some(config_path), database_url)?;
     let config = config.context("loading the config")?;
-    let s = store::connect(&database_url)
-        .await
-        .context("opening the database")?;
-    s.migrate().await.context("migrating the database")?;
+    let s = crate::cli::open_migrated(&database_url).await?;
     let change = CreditChange { amount, reason };
     let (kind, balance) = change_credits(&s, &config, tenant, &change)
         .await

@@ -45,6 +45,14 @@ pub fn config_and_database(
     Ok((config, url))
 }
 
+/// The store at `url`, with every migration applied: what each command that touches data
+/// starts from.
+pub async fn open_migrated(url: &str) -> anyhow::Result<store::DynStore> {
+    let s = store::connect(url).await.context("opening the database")?;
+    s.migrate().await.context("migrating the database")?;
+    Ok(s)
+}
+
 #[derive(Parser)]
 #[command(
     name = "livegate",
@@ -95,9 +103,8 @@ enum Command {
             default_value = "livegate-spool.jsonl"
         )]
         spool_file: PathBuf,
-        /// The built-in engine's models directory (default: LIVEGATE_MODELS_DIR, else the
-        /// first of ./models, ~/.cache/livegate/models and ../shared/models that has them,
-        /// else ~/.cache/livegate/models, where missing models are fetched).
+        /// The built-in engine's models directory (default: LIVEGATE_MODELS_DIR, else ./models
+        /// when it has them, else ~/.cache/livegate/models, where missing models are fetched).
         #[arg(long)]
         models_dir: Option<PathBuf>,
         /// A mirror serving every model file as <URL>/<file>, used instead of each file's own
@@ -190,7 +197,8 @@ enum EngineCommand {
         /// Address to listen on.
         #[arg(long, env = "LIVEGATE_ENGINE_LISTEN", default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
-        /// Models directory (default: LIVEGATE_MODELS_DIR, else ./models or ../shared/models).
+        /// Models directory (default: LIVEGATE_MODELS_DIR, else ./models when it has them, else
+        /// ~/.cache/livegate/models).
         #[arg(long)]
         models_dir: Option<PathBuf>,
         /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
@@ -408,10 +416,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             database_url,
         } => {
             let (_, database_url) = config_and_database(config.as_deref(), database_url)?;
-            let s = store::connect(&database_url)
-                .await
-                .context("opening the database")?;
-            s.migrate().await.context("migrating")?;
+            open_migrated(&database_url).await?;
             println!("migrations applied to {}", store::redact_url(&database_url));
             Ok(())
         }
@@ -442,10 +447,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Demo { database_url },
         } => {
-            let s = store::connect(&database_url)
-                .await
-                .context("opening the database")?;
-            s.migrate().await.context("migrating the database")?;
+            let s = open_migrated(&database_url).await?;
             let (key, hash) = demo::replace(&s).await.context("storing the demo key")?;
             println!("Demo API key (shown once, stored only as a hash): {key}");
             println!("hash: {hash}");

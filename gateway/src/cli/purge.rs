@@ -54,10 +54,7 @@ pub async fn command(
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let (config, database_url) = crate::cli::config_and_database(config, database_url)?;
-    let s = store::connect(&database_url)
-        .await
-        .context("opening the database")?;
-    s.migrate().await.context("migrating the database")?;
+    let s = crate::cli::open_migrated(&database_url).await?;
     let outcome = purge_once(&s, &plan(config.as_ref()), dry_run, Utc::now())
         .await
         .context("purging")?;

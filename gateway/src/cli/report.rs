@@ -5,7 +5,6 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::report::agreement;
-use crate::store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -26,10 +25,7 @@ pub async fn agreement(o: Options) -> anyhow::Result<()> {
     let from = crate::report::since(&o.since, Utc::now()).map_err(anyhow::Error::msg)?;
     let (config, database_url) =
         crate::cli::config_and_database(o.config.as_deref(), o.database_url)?;
-    let s = store::connect(&database_url)
-        .await
-        .context("opening the database")?;
-    s.migrate().await.context("migrating the database")?;
+    let s = crate::cli::open_migrated(&database_url).await?;
     let pairs = s
         .shadow_pairs(o.tenant.as_deref(), from)
         .await

@@ -72,10 +72,7 @@ pub async fn serve(o: Options) -> anyhow::Result<()> {
     let config_path = config.clone();
     let (loaded, database_url) = crate::cli::config_and_database(config.as_deref(), database_url)?;
     let (database_url, redis_url) = (database_url.as_str(), redis_url.as_deref());
-    let store = store::connect(database_url)
-        .await
-        .context("opening the database")?;
-    store.migrate().await.context("migrating the database")?;
+    let store = crate::cli::open_migrated(database_url).await?;
     // Zero-config: a demo key minted now is stored and printed only once the engine has loaded
     // and the port is bound, so a start that fails never shows (or loses) a key.
     let (config, mut demo) = match loaded {

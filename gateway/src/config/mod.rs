@@ -54,7 +54,7 @@ pub struct Config {
     /// The listener's timeouts and caps; read at start (a reload does not change them).
     pub server: limits::ServerLimits,
     /// The built-in engine's models, for face matching (`duplicates`, `blocklist`); default
-    /// as for `kind: embedded` (`LIVEGATE_MODELS_DIR`, `./models`, `../shared/models`).
+    /// as for `kind: embedded` (`runtime/engine.rs`, `models_dir`).
     pub models_dir: Option<PathBuf>,
     /// The store every command uses for this config; before `DATABASE_URL`.
     pub database_url: Option<String>,

@@ -108,12 +108,11 @@ impl FromRequestParts<AppState> for Admin {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
+        let hash = crate::config::KeyHash::of_key(&key);
         let rt = state.runtime.load();
-        if rt.is_admin_key(&key) {
-            Ok(Admin {
-                key_id: crate::config::KeyHash::of_key(&key).id(),
-            })
-        } else if rt.tenant_for_key(&key).is_some() {
+        if rt.is_admin_hash(&hash) {
+            Ok(Admin { key_id: hash.id() })
+        } else if rt.tenant_for_hash(&hash).is_some() {
             Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "this endpoint needs an admin key",

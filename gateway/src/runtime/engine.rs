@@ -34,9 +34,9 @@ pub fn cache_models_dir() -> Option<PathBuf> {
 }
 
 /// The models directory: the config's `models_dir`, else `serve --models-dir`, else
-/// `LIVEGATE_MODELS_DIR`, else the first of `./models`, the user cache
-/// ([`cache_models_dir`]) and a development checkout's `../shared/models` that holds a
-/// `SHA256SUMS`; with none, the user cache (where `serve` fetches them).
+/// `LIVEGATE_MODELS_DIR`, else the first of `./models` and the user cache
+/// ([`cache_models_dir`]) that holds a `SHA256SUMS`; with neither, the user cache (where `serve`
+/// fetches them).
 pub fn models_dir(configured: Option<&Path>) -> PathBuf {
     if let Some(p) = configured {
         return p.to_owned();
@@ -47,16 +47,12 @@ pub fn models_dir(configured: Option<&Path>) -> PathBuf {
     if let Some(p) = std::env::var_os(MODELS_DIR_ENV) {
         return PathBuf::from(p);
     }
+    let local = PathBuf::from("models");
     let cache = cache_models_dir();
-    let mut candidates = vec![PathBuf::from("models")];
-    candidates.extend(cache.clone());
-    candidates.push(PathBuf::from("../shared/models"));
-    candidates
-        .iter()
-        .find(|p| p.join("SHA256SUMS").is_file())
-        .cloned()
-        .or(cache)
-        .unwrap_or_else(|| PathBuf::from("models"))
+    if local.join("SHA256SUMS").is_file() {
+        return local;
+    }
+    cache.unwrap_or(local)
 }
 
 fn engines() -> &'static Mutex<HashMap<PathBuf, Engine>> {

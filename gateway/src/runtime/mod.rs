@@ -90,7 +90,12 @@ impl Runtime {
     }
 
     pub fn is_admin_key(&self, key: &str) -> bool {
-        self.admin_keys.contains(&KeyHash::of_key(key))
+        self.is_admin_hash(&KeyHash::of_key(key))
+    }
+
+    /// As [`Runtime::is_admin_key`], for a key already hashed.
+    pub fn is_admin_hash(&self, hash: &KeyHash) -> bool {
+        self.admin_keys.contains(hash)
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Guarded>> {

@@ -301,7 +301,11 @@ impl<B: Backend> RetentionStore for B {
         cutoff: DateTime<Utc>,
     ) -> StoreResult<u64> {
         self.ensure_partitions(now).await?;
-        self.drop_partitions_before(cutoff).await
+        let (verifications, faces) = self.drop_partitions_before(cutoff).await?;
+        if faces > 0 {
+            self.execute(faces_removed(Utc::now())).await?;
+        }
+        Ok(verifications)
     }
 
     async fn count_due(

@@ -199,11 +199,12 @@ pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Drops whole months of verifications that ended at or before `cutoff`; the rows dropped
-    /// (none without partitions: SQLite deletes row by row).
-    async fn drop_partitions_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+    /// Drops whole months of verifications that ended at or before `cutoff`; the
+    /// verifications and the faces dropped with them (none without partitions: SQLite deletes
+    /// row by row).
+    async fn drop_partitions_before(&self, cutoff: DateTime<Utc>) -> StoreResult<(u64, u64)> {
         let _ = cutoff;
-        Ok(0)
+        Ok((0, 0))
     }
 
     /// Runs a nearest-neighbour `sql` (`$1` scope, `$2` query vector, `$3` k) on the vector

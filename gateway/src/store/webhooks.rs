@@ -85,6 +85,8 @@ pub trait WebhookStore: Send + Sync {
     async fn record_attempt(&self, row: &OutboxRow, r: &AttemptResult) -> StoreResult<()>;
     /// Newest first.
     async fn outbox(&self, f: &OutboxFilter) -> StoreResult<Vec<OutboxRow>>;
+    /// One message; `NotFound` when there is none.
+    async fn message(&self, id: Uuid) -> StoreResult<OutboxRow>;
     /// Every attempt at one message, oldest first, as `(attempt, status, error, duration_ms,
     /// at)`.
     async fn deliveries_of(
@@ -193,6 +195,14 @@ impl<B: Backend> WebhookStore for B {
         .bind(f.before)
         .bind(clamp_limit(f.limit));
         self.rows(s).await?.iter().map(outbox_row).collect()
+    }
+
+    async fn message(&self, id: Uuid) -> StoreResult<OutboxRow> {
+        let s = Stmt::new(format!(
+            "SELECT {COLUMNS} FROM webhook_outbox WHERE id = $1"
+        ))
+        .bind(id);
+        outbox_row(&self.row(s).await?)
     }
 
     async fn deliveries_of(

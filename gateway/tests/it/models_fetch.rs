@@ -92,7 +92,7 @@ async fn files_without_a_public_url_need_a_mirror() {
     assert!(err.to_string().contains("--base-url"), "{err}");
 }
 
-/// The README's first command on a machine with no models and no `../shared`: zero-config
+/// The README's first command on a machine with no models at all: zero-config
 /// `serve` says what is missing, fetches it into the user cache (from a local mirror here:
 /// no internet), serves, and approves the repository's sample selfie. `--offline` refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -498,6 +498,23 @@ fn row(tenant: &str, at: chrono::DateTime<Utc>) -> (VerificationRecord, Vec<Atte
     (v, vec![a])
 }
 
+/// Commits `v` with its attempts and an approved face, as a verdict with face checks is.
+async fn store_with_face(store: &DynStore, v: VerificationRecord, a: Vec<AttemptRecord>) {
+    let write = Arc::new(ResultWrite {
+        verification: v,
+        attempts: a,
+        settlement: None,
+        idempotency: None,
+        idempotency_forget: None,
+        face: Some(KeptFace {
+            embedding: vec![0.088_388_35; 128],
+            approved: true,
+        }),
+        webhooks: Vec::new(),
+    });
+    store.commit_results(&[write]).await.expect("commit");
+}
+
 /// Rows of tenant `a` (7d raw bodies, 30d metadata, 90d rows) aged 1, 10, 40 and 100 days, and
 /// of `gone`, a tenant no longer configured (the defaults: 30d raw bodies, 400d rows), aged
 /// 10 and 500 days.
@@ -607,19 +624,7 @@ async fn purge_removes_exactly_what_is_due(backend: Backend) {
 
     // Faces: kept 60 days for `a`.
     let (v, a) = row("a", now);
-    let write = Arc::new(ResultWrite {
-        verification: v.clone(),
-        attempts: a,
-        settlement: None,
-        idempotency: None,
-        idempotency_forget: None,
-        face: Some(KeptFace {
-            embedding: vec![0.088_388_35; 128],
-            approved: true,
-        }),
-        webhooks: Vec::new(),
-    });
-    store.commit_results(&[write]).await.expect("commit");
+    store_with_face(&store, v.clone(), a).await;
     assert_eq!(
         store
             .approved_faces_after("a", 0)
@@ -888,19 +893,7 @@ async fn old_rows_move_into_month_partitions_and_old_months_drop_whole() {
     // One old verification with a face kept.
     let (v, a) = row("a", now - Duration::days(530));
     ids.insert(530, v.id);
-    let write = Arc::new(ResultWrite {
-        verification: v,
-        attempts: a,
-        settlement: None,
-        idempotency: None,
-        idempotency_forget: None,
-        face: Some(KeptFace {
-            embedding: vec![0.088_388_35; 128],
-            approved: true,
-        }),
-        webhooks: Vec::new(),
-    });
-    store.commit_results(&[write]).await.expect("commit");
+    store_with_face(&store, v, a).await;
 
     store.migrate().await.expect("the partition migration");
     let partitioned: i64 = sqlx::query_scalar(

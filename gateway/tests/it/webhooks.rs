@@ -152,6 +152,16 @@ tenants:
     }
 }
 
+/// The webhook sender on the harness's store and config, as `serve` starts it.
+fn start_sender(h: &Harness, schedule: livegate::http::webhooks::Schedule) {
+    livegate::http::webhooks::spawn(
+        h.store.clone(),
+        h.state.runtime.clone(),
+        h.state.metrics.clone(),
+        schedule,
+    );
+}
+
 fn fast() -> livegate::http::webhooks::Schedule {
     livegate::http::webhooks::Schedule {
         first_retry: Duration::from_millis(100),
@@ -169,12 +179,7 @@ async fn every_verdict_arrives_once_signed_after_an_outage(backend: Backend) {
     let port = free_port();
     let receiver = start_receiver(port).await;
     let h = Harness::start_on(store, yaml(port), Default::default(), None).await;
-    livegate::http::webhooks::spawn(
-        h.store.clone(),
-        h.state.runtime.clone(),
-        h.state.metrics.clone(),
-        fast(),
-    );
+    start_sender(&h, fast());
 
     // The receiver is down: three verdicts, and a request that reaches none.
     h.sim_rule(json!({"score": 0.97})).await;
@@ -371,12 +376,7 @@ tenants:
         None,
     )
     .await;
-    livegate::http::webhooks::spawn(
-        h.store.clone(),
-        h.state.runtime.clone(),
-        h.state.metrics.clone(),
-        fast(),
-    );
+    start_sender(&h, fast());
     h.sim_rule(json!({"score": 0.97})).await;
     let r = h
         .liveness(ACME_KEY, "image", crate::harness::jpeg(1), &[])
@@ -537,12 +537,7 @@ async fn no_message_for_a_verdict_whose_commit_failed() {
         None,
     )
     .await;
-    livegate::http::webhooks::spawn(
-        h.store.clone(),
-        h.state.runtime.clone(),
-        h.state.metrics.clone(),
-        fast(),
-    );
+    start_sender(&h, fast());
     h.sim_rule(json!({"score": 0.97})).await;
     cut.cut();
     let lost = h
@@ -572,10 +567,8 @@ async fn a_failing_endpoint_has_its_circuit_opened() {
     let port = free_port();
     let receiver = start_receiver(port).await;
     let h = Harness::start_on(store, yaml(port), Default::default(), None).await;
-    livegate::http::webhooks::spawn(
-        h.store.clone(),
-        h.state.runtime.clone(),
-        h.state.metrics.clone(),
+    start_sender(
+        &h,
         livegate::http::webhooks::Schedule {
             circuit_after: 2,
             circuit_open: Duration::from_secs(60),

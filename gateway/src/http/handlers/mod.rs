@@ -6,6 +6,7 @@ pub mod erasure;
 pub mod health;
 pub mod liveness;
 pub mod metrics;
+pub mod paging;
 pub mod reports;
 pub mod reviews;
 pub mod tenant;

@@ -86,26 +86,8 @@ pub struct ReviewResolve {
 }
 
 fn queue_filter(q: &QueueQuery, tenant: Option<String>) -> Result<QueueFilter, ApiError> {
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 50,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidLimit,
-                    "limit must be an integer from 1 to 200",
-                )
-            })?,
-    };
-    let before = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::new(ErrorCode::InvalidCursor, "unknown cursor"))?,
-        ),
-    };
+    let limit = super::paging::limit(q.limit.as_deref())?;
+    let before = super::paging::cursor(q.cursor.as_deref())?;
     let status = match q.status.as_deref() {
         None | Some("") | Some("open") => Some("open".to_owned()),
         Some("all") => None,
@@ -127,17 +109,32 @@ fn queue_filter(q: &QueueQuery, tenant: Option<String>) -> Result<QueueFilter, A
 
 async fn page(state: &AppState, f: QueueFilter) -> Result<Json<ReviewPage>, ApiError> {
     let rows = state.store.review_queue(&f).await?;
-    let next_cursor = (rows.len() as u32 == f.limit)
-        .then(|| rows.last().map(|r| r.verification_id.to_string()))
-        .flatten();
+    let next_cursor =
+        super::paging::next_cursor(rows.len(), f.limit, rows.last().map(|r| r.verification_id));
     Ok(Json(ReviewPage {
         data: rows.iter().map(ReviewItem::from).collect(),
         next_cursor,
     }))
 }
 
-fn printable(s: &str) -> bool {
-    !s.chars().any(|c| c.is_control())
+/// Optional operator text: blank is none; longer than `max` characters or with control
+/// characters is refused with `code`.
+fn free_text(
+    value: Option<String>,
+    max: usize,
+    code: ErrorCode,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    let value = value.filter(|v| !v.trim().is_empty());
+    match value {
+        Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
+            Err(ApiError::new(
+                code,
+                format!("{name} must be at most {max} characters, without control characters"),
+            ))
+        }
+        v => Ok(v),
+    }
 }
 
 /// The stored resolution, checked.
@@ -157,26 +154,8 @@ fn resolution(
             ));
         }
     };
-    let reason = b.reason.filter(|r| !r.trim().is_empty());
-    if reason
-        .as_deref()
-        .is_some_and(|r| r.chars().count() > 500 || !printable(r))
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidReason,
-            "reason must be at most 500 characters, without control characters",
-        ));
-    }
-    let reviewer = b.reviewer.filter(|r| !r.trim().is_empty());
-    if reviewer
-        .as_deref()
-        .is_some_and(|r| r.chars().count() > 200 || !printable(r))
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidReviewer,
-            "reviewer must be at most 200 characters, without control characters",
-        ));
-    }
+    let reason = free_text(b.reason, 500, ErrorCode::InvalidReason, "reason")?;
+    let reviewer = free_text(b.reviewer, 200, ErrorCode::InvalidReviewer, "reviewer")?;
     Ok(Review {
         verification_id: id,
         tenant_id,
@@ -189,8 +168,7 @@ fn resolution(
     })
 }
 
-/// The resolved verification as `GET /v1/verifications/{id}` will show it, for the webhooks.
-async fn resolved_view(state: &AppState, r: &Review) -> Result<Verification, ApiError> {
+async fn resolve(state: &AppState, r: Review) -> Result<Json<ReviewItem>, ApiError> {
     let rec = match state
         .store
         .get_verification(&r.tenant_id, r.verification_id)
@@ -200,14 +178,11 @@ async fn resolved_view(state: &AppState, r: &Review) -> Result<Verification, Api
         Err(StoreError::NotFound) => return Err(ApiError::not_found("review")),
         Err(e) => return Err(ApiError::store(e)),
     };
-    let attempts = state.store.attempts(r.verification_id).await?;
-    Ok(Verification::from_records(&rec, &attempts).with_review(Some(r)))
-}
-
-async fn resolve(state: &AppState, r: Review) -> Result<Json<ReviewItem>, ApiError> {
+    // The webhooks get the verification as `GET /v1/verifications/{id}` will show it.
     let messages = match state.runtime.load().config.tenants.get(&r.tenant_id) {
         Some(t) if !t.webhooks.is_empty() => {
-            let view = resolved_view(state, &r).await?;
+            let attempts = state.store.attempts(r.verification_id).await?;
+            let view = Verification::from_records(&rec, &attempts).with_review(Some(&r));
             crate::check::events::messages(t, crate::check::events::REVIEW_RESOLVED, &view)
         }
         _ => Vec::new(),
@@ -233,23 +208,16 @@ async fn resolve(state: &AppState, r: Review) -> Result<Json<ReviewItem>, ApiErr
         by = %stored.resolved_by,
         "review resolved"
     );
-    let f = QueueFilter {
-        tenant_id: Some(stored.tenant_id.clone()),
-        status: None,
-        // The queue pages by `id <`: the row itself is the first older than its successor.
-        before: Some(successor(stored.verification_id)),
-        limit: 1,
-    };
-    let rows = state.store.review_queue(&f).await?;
-    match rows.first() {
-        Some(q) if q.verification_id == stored.verification_id => Ok(Json(ReviewItem::from(q))),
-        _ => Err(ApiError::internal("a resolved review is not in the queue")),
-    }
-}
-
-/// The smallest id greater than `id`.
-fn successor(id: Uuid) -> Uuid {
-    Uuid::from_u128(id.as_u128().saturating_add(1))
+    Ok(Json(ReviewItem {
+        verification_id: rec.id,
+        tenant_id: rec.tenant_id,
+        created_at: rec.created_at,
+        provider: rec.provider,
+        score: rec.score,
+        threshold: rec.threshold,
+        warnings: rec.warnings,
+        review: ReviewState::of(Some(&stored)),
+    }))
 }
 
 fn review_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {

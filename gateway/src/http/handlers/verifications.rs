@@ -71,26 +71,8 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<VerificationPage>, ApiError> {
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 50,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidLimit,
-                    "limit must be an integer from 1 to 200",
-                )
-            })?,
-    };
-    let before = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::new(ErrorCode::InvalidCursor, "unknown cursor"))?,
-        ),
-    };
+    let limit = super::paging::limit(q.limit.as_deref())?;
+    let before = super::paging::cursor(q.cursor.as_deref())?;
     let decision = match q.decision.as_deref() {
         None | Some("") => None,
         Some(d) => Some(
@@ -145,8 +127,6 @@ pub async fn list(
             Verification::from_records(r, attempts).with_review(review)
         })
         .collect();
-    let next_cursor = (rows.len() as u32 == limit)
-        .then(|| rows.last().map(|(r, _)| r.id.to_string()))
-        .flatten();
+    let next_cursor = super::paging::next_cursor(rows.len(), limit, rows.last().map(|(r, _)| r.id));
     Ok(Json(VerificationPage { data, next_cursor }))
 }

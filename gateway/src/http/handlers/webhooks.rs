@@ -104,26 +104,8 @@ pub async fn list(
     _admin: Admin,
     Query(q): Query<DeliveryQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 50,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidLimit,
-                    "limit must be an integer from 1 to 200",
-                )
-            })?,
-    };
-    let before = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::new(ErrorCode::InvalidCursor, "unknown cursor"))?,
-        ),
-    };
+    let limit = super::paging::limit(q.limit.as_deref())?;
+    let before = super::paging::cursor(q.cursor.as_deref())?;
     let state_filter = match q.state.as_deref() {
         None | Some("") => None,
         Some(s @ ("pending" | "delivered" | "failed")) => Some(s.to_owned()),
@@ -141,9 +123,8 @@ pub async fn list(
         limit,
     };
     let rows = state.store.outbox(&f).await?;
-    let next_cursor = (rows.len() as u32 == limit)
-        .then(|| rows.last().map(|r| r.message.id.to_string()))
-        .flatten();
+    let next_cursor =
+        super::paging::next_cursor(rows.len(), limit, rows.last().map(|r| r.message.id));
     Ok(Json(DeliveryPage {
         data: rows.iter().map(delivery).collect(),
         next_cursor,
@@ -165,18 +146,11 @@ pub async fn get_one(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Delivery>, ApiError> {
     let id = message_id(path)?;
-    let f = OutboxFilter {
-        before: Some(Uuid::from_u128(id.as_u128().saturating_add(1))),
-        limit: 1,
-        ..Default::default()
+    let row = match state.store.message(id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("delivery")),
+        Err(e) => return Err(ApiError::store(e)),
     };
-    let row = state
-        .store
-        .outbox(&f)
-        .await?
-        .into_iter()
-        .find(|r| r.message.id == id)
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
     let log = state
         .store
         .deliveries_of(id)

@@ -159,7 +159,7 @@ impl Backend for PgStore {
         partitions::ensure_ahead(&self.pool, now).await
     }
 
-    async fn drop_partitions_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+    async fn drop_partitions_before(&self, cutoff: DateTime<Utc>) -> StoreResult<(u64, u64)> {
         partitions::drop_before(&self.pool, cutoff).await
     }
 

@@ -6,7 +6,6 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use sqlx::{PgPool, Row};
 
 use crate::store::StoreResult;
-use crate::store::retention::FACES_REMOVED;
 
 /// The two partitioned tables, each month's partition named `{table}_YYYY_MM`.
 const TABLES: [&str; 2] = ["verifications", "verification_attempts"];
@@ -88,10 +87,10 @@ async fn months(pool: &PgPool, table: &str) -> StoreResult<Vec<(String, NaiveDat
 }
 
 /// Drops every month partition that ended at or before `cutoff` (due for every tenant), the
-/// faces of its verifications first; the verifications dropped. Attempts of a dropped
+/// faces of its verifications first; the verifications and the faces dropped. Attempts of a dropped
 /// month's verifications that landed in the next month (a shadow call across midnight) are
 /// deleted after.
-pub async fn drop_before(pool: &PgPool, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+pub async fn drop_before(pool: &PgPool, cutoff: DateTime<Utc>) -> StoreResult<(u64, u64)> {
     let mut dropped = 0_u64;
     let mut faces = 0_u64;
     let mut last_end = None;
@@ -147,19 +146,7 @@ pub async fn drop_before(pool: &PgPool, cutoff: DateTime<Utc>) -> StoreResult<u6
         .execute(pool)
         .await?;
     }
-    if faces > 0 {
-        let now = Utc::now();
-        sqlx::query(
-            "INSERT INTO settings (name, value, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(FACES_REMOVED)
-        .bind(now.to_rfc3339())
-        .bind(now)
-        .execute(pool)
-        .await?;
-    }
-    Ok(dropped)
+    Ok((dropped, faces))
 }
 
 #[cfg(test)]
