@@ -122,9 +122,24 @@ async fn zero_config_serve_fetches_missing_models_then_serves() {
     };
 
     // Offline, nothing can come: a clear refusal naming the directory, no server.
-    let out = serve(&["--offline"]).output().expect("run offline");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Bounded: an `--offline` that fetched anyway would go on to serve, never to exit.
+    let mut offline = crate::harness::Kill(serve(&["--offline"]).spawn().expect("run offline"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = offline.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "--offline did not refuse: it went on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    if let Some(mut e) = offline.0.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).expect("stderr");
+    }
     let cache = home.join(".cache/livegate/models");
     assert!(
         err.contains("--offline") && err.contains(&cache.display().to_string()),
