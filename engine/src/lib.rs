@@ -25,6 +25,7 @@ use serde::Serialize;
 
 mod align;
 mod antispoof;
+pub mod convert;
 mod detect;
 mod embed;
 mod error;

@@ -9,17 +9,28 @@ use anyhow::Context;
 use crate::cli::serve::shutdown_signal;
 use crate::store;
 
+/// Where `engine serve` takes its models from, as for `serve`.
+pub struct Models {
+    pub dir: Option<PathBuf>,
+    /// A mirror of the origins.
+    pub url: Option<String>,
+    /// Never download.
+    pub offline: bool,
+}
+
 pub async fn engine_serve(
     listen: SocketAddr,
-    models_dir: Option<PathBuf>,
+    models: Models,
     database_url: &str,
     search: livegate_engine::search::IndexOptions,
 ) -> anyhow::Result<()> {
     use livegate_engine::server::{ServerOptions, router};
+    let dir = crate::runtime::engine::models_dir(models.dir.as_deref());
+    // A fresh machine fetches what is missing before anything else starts (or, offline, says why not).
+    crate::cli::models::ensure(&dir, models.url.as_deref(), models.offline).await?;
     let faces = store::faces::open(database_url)
         .await
         .context("opening the database")?;
-    let dir = crate::runtime::engine::models_dir(models_dir.as_deref());
     // Loading verifies hashes and optimizes four models: seconds of CPU, off the async threads.
     let engine = tokio::task::spawn_blocking(move || crate::runtime::engine::engine(&dir))
         .await

@@ -107,8 +107,8 @@ enum Command {
         /// when it has them, else ~/.cache/livegate/models, where missing models are fetched).
         #[arg(long)]
         models_dir: Option<PathBuf>,
-        /// A mirror serving every model file as <URL>/<file>, used instead of each file's own
-        /// URL when models are fetched.
+        /// A mirror of the models' origins (<URL>/<file> for ONNX files, <URL>/<archive> for
+        /// the archives livegate converts), used instead of their public URLs when fetching.
         #[arg(long, env = "LIVEGATE_MODELS_URL")]
         models_url: Option<String>,
         /// Never download: fail with what is missing instead.
@@ -198,9 +198,16 @@ enum EngineCommand {
         #[arg(long, env = "LIVEGATE_ENGINE_LISTEN", default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
         /// Models directory (default: LIVEGATE_MODELS_DIR, else ./models when it has them, else
-        /// ~/.cache/livegate/models).
+        /// ~/.cache/livegate/models, where missing models are fetched).
         #[arg(long)]
         models_dir: Option<PathBuf>,
+        /// A mirror of the models' origins, used instead of their public URLs when models are
+        /// fetched (as for `serve`).
+        #[arg(long, env = "LIVEGATE_MODELS_URL")]
+        models_url: Option<String>,
+        /// Never download: fail with what is missing instead.
+        #[arg(long, env = "LIVEGATE_OFFLINE")]
+        offline: bool,
         /// Postgres (`postgres://…`) or SQLite (`sqlite:FILE`) URL.
         #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
         database_url: String,
@@ -238,12 +245,14 @@ enum EngineKeysCommand {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
-    /// Download the models named in the manifest, verify their SHA-256 and write SHA256SUMS.
+    /// Get the models named in the manifest from their origins (converting those published in
+    /// another format to ONNX), verify their SHA-256 and write SHA256SUMS.
     Fetch {
         /// Directory to fill (default: LIVEGATE_MODELS_DIR, else ./models).
         #[arg(long, env = "LIVEGATE_MODELS_DIR")]
         dir: Option<PathBuf>,
-        /// A mirror serving every file as <URL>/<file>, used instead of each file's own URL.
+        /// A mirror of the origins: <URL>/<file> for ONNX files, <URL>/<archive file name> for
+        /// the archives converted, used instead of their public URLs.
         #[arg(long, env = "LIVEGATE_MODELS_URL")]
         base_url: Option<String>,
     },
@@ -470,13 +479,19 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 EngineCommand::Serve {
                     listen,
                     models_dir,
+                    models_url,
+                    offline,
                     database_url,
                     exact_search_below,
                 },
         } => {
             engine::engine_serve(
                 listen,
-                models_dir,
+                engine::Models {
+                    dir: models_dir,
+                    url: models_url,
+                    offline,
+                },
                 &database_url,
                 serve::search_options(exact_search_below),
             )

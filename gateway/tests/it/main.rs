@@ -24,6 +24,7 @@ mod policy;
 mod privacy;
 mod providers;
 mod read_api;
+mod readme;
 mod reload;
 mod retention;
 mod routing;

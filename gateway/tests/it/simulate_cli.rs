@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{COLL_SECRET, Kill, free_port, jpeg, sim_requests_at};
 
-fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Kill {
+pub(crate) fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Kill {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_livegate"));
     cmd.args(args)
         .env_remove("LIVEGATE_CONFIG")
@@ -35,7 +35,7 @@ fn logs(dir: &Path) -> String {
 }
 
 /// Polls `url` until it answers 200; panics with the processes' logs after 60 s.
-async fn wait_for(url: &str, dir: &Path, children: &mut [&mut Kill]) {
+pub(crate) async fn wait_for(url: &str, dir: &Path, children: &mut [&mut Kill]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(r) = reqwest::get(url).await
@@ -53,7 +53,7 @@ async fn wait_for(url: &str, dir: &Path, children: &mut [&mut Kill]) {
     panic!("{url} did not come up:\n{}", logs(dir));
 }
 
-fn example() -> String {
+pub(crate) fn example() -> String {
     std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/livegate.example.yaml"

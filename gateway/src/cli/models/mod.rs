@@ -1,14 +1,20 @@
 //! `livegate models fetch`: download the built-in engine's models named in the manifest, verify
 //! each hash before it is moved into place, and write the `SHA256SUMS` the engine checks.
+//!
+//! A file published as ONNX is downloaded as is. A file whose origin is another format is built
+//! from an archive its authors publish (a PyPI sdist or wheel, an npm tarball): the archive is
+//! downloaded and verified, the named members are taken out of it and converted to ONNX by
+//! `livegate_engine::convert`, and the result must match the pinned SHA-256 too.
+
+mod origin;
 
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// The manifest shipped with livegate (`engine/models-manifest.json`).
-pub const MANIFEST: &str = include_str!("../../../engine/models-manifest.json");
+pub const MANIFEST: &str = include_str!("../../../../engine/models-manifest.json");
 
 #[derive(Debug, Deserialize)]
 pub struct Manifest {
@@ -21,7 +27,38 @@ pub struct ModelFile {
     pub sha256: String,
     pub licence: String,
     pub origin: String,
+    /// Where the ONNX file itself is published (none when it is converted from `archive`).
     pub url: Option<String>,
+    /// The published archive the file is converted from.
+    #[serde(default)]
+    pub archive: Option<Archive>,
+}
+
+/// An origin archive: where it is published, its SHA-256, what to take out of it and how to
+/// turn that into the ONNX file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Archive {
+    pub url: String,
+    pub sha256: String,
+    /// `tar.gz` (sdists, npm tarballs) or `zip` (wheels).
+    pub format: String,
+    /// Paths inside the archive, in the order the converter takes them.
+    pub members: Vec<String>,
+    /// The converter: `dlib-dat`, `tflite` or `tfjs-graph`.
+    pub convert: String,
+}
+
+impl Archive {
+    /// The archive's file name: what a mirror serves it under.
+    pub fn file_name(&self) -> &str {
+        self.url
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.url)
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +82,34 @@ pub enum FetchError {
         "{file}: SHA-256 mismatch for the download from {url}: expected {expected}, got {actual}; a truncated or altered file, nothing was installed. Retry, or use a mirror with the pinned bytes"
     )]
     HashMismatch {
+        file: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "{file}: the archive {url} has no member {member}; the origin changed or the mirror holds another file. Use a mirror with the pinned archive (origin: {origin})"
+    )]
+    MissingMember {
+        file: String,
+        url: String,
+        member: String,
+        origin: String,
+    },
+    #[error(
+        "{file}: converting {member} from {url} failed: {reason}; nothing was installed (origin: {origin})"
+    )]
+    Convert {
+        file: String,
+        url: String,
+        member: String,
+        origin: String,
+        reason: String,
+    },
+    #[error(
+        "{file}: the file converted from {url} has SHA-256 {actual}, expected {expected}; nothing was installed. This livegate's converter does not match its manifest: report it"
+    )]
+    ConvertedHashMismatch {
         file: String,
         url: String,
         expected: String,
@@ -126,6 +191,7 @@ pub async fn fetch_with(
         .connect_timeout(std::time::Duration::from_secs(15))
         .build()
         .map_err(|e| FetchError::Manifest(format!("http client: {e}")))?;
+    let mirror = |name: &str| base_url.map(|b| format!("{}/{name}", b.trim_end_matches('/')));
     let mut report = Vec::new();
     for f in &m.files {
         let target = dir.join(&f.file);
@@ -133,86 +199,54 @@ pub async fn fetch_with(
             report.push(Fetched::AlreadyPresent(f.file.clone()));
             continue;
         }
-        let url = match (base_url, &f.url) {
-            (Some(base), _) => format!("{}/{}", base.trim_end_matches('/'), f.file),
-            (None, Some(u)) => u.clone(),
-            (None, None) => {
-                return Err(FetchError::NoSource {
-                    file: f.file.clone(),
-                    origin: f.origin.clone(),
-                });
-            }
-        };
-        let download = |reason: String| FetchError::Download {
-            file: f.file.clone(),
-            url: url.clone(),
-            origin: f.origin.clone(),
-            reason,
-        };
-        let resp = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| download(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(download(format!("HTTP {}", resp.status())));
-        }
-        let total = resp.content_length();
-        if progress != Progress::Quiet {
-            let size = total
-                .map(megabytes)
-                .unwrap_or_else(|| "size unknown".into());
-            eprintln!("fetching {} ({size}) from {url}", f.file);
-        }
-        // Stream to a temporary file and hash on the way; only a verified file is renamed in.
         let tmp = dir.join(format!(".{}.partial", f.file));
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
-        let mut hasher = Sha256::new();
-        let mut stream = resp.bytes_stream();
-        let mut done: u64 = 0;
-        let mut shown = 0_u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(download(e.to_string()));
-                }
-            };
-            hasher.update(&chunk);
-            done = done.saturating_add(chunk.len() as u64);
-            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
-                .await
-                .map_err(io(&tmp))?;
-            if progress == Progress::Bar && done.saturating_sub(shown) >= 256 * 1024 {
-                shown = done;
-                let pct = total
-                    .filter(|t| *t > 0)
-                    .map(|t| format!("{:>3}%", done.saturating_mul(100) / t))
-                    .unwrap_or_default();
-                eprint!("\r  {} {pct} {}", f.file, megabytes(done));
+        let bytes = match &f.archive {
+            None => {
+                let url = mirror(&f.file).or_else(|| f.url.clone()).ok_or_else(|| {
+                    FetchError::NoSource {
+                        file: f.file.clone(),
+                        origin: f.origin.clone(),
+                    }
+                })?;
+                let got = origin::download(&client, f, &url, &f.sha256, &tmp, progress).await?;
+                std::fs::rename(&tmp, &target).map_err(io(&target))?;
+                got
             }
-        }
-        if progress == Progress::Bar {
-            eprintln!("\r  {} 100% {}", f.file, megabytes(done));
-        }
-        tokio::io::AsyncWriteExt::flush(&mut out)
-            .await
-            .map_err(io(&tmp))?;
-        drop(out);
-        let actual = hex::encode(hasher.finalize());
-        if actual != f.sha256 {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(FetchError::HashMismatch {
-                file: f.file.clone(),
-                url: url.clone(),
-                expected: f.sha256.clone(),
-                actual,
-            });
-        }
-        std::fs::rename(&tmp, &target).map_err(io(&target))?;
-        if progress == Progress::Lines {
-            eprintln!("{}: {}, hash verified", f.file, megabytes(done));
+            Some(a) => {
+                let url = mirror(a.file_name()).unwrap_or_else(|| a.url.clone());
+                let archive = dir.join(format!(".{}.partial", a.file_name()));
+                let got = origin::download(&client, f, &url, &a.sha256, &archive, progress).await;
+                let built = match got {
+                    Ok(_) => origin::build(f, a, &url, &archive).await,
+                    Err(e) => Err(e),
+                };
+                let _ = std::fs::remove_file(&archive);
+                let onnx = built?;
+                // Only a file with the pinned hash is written, and under its name only once whole.
+                let actual = hex::encode(Sha256::digest(&onnx));
+                if actual != f.sha256 {
+                    return Err(FetchError::ConvertedHashMismatch {
+                        file: f.file.clone(),
+                        url,
+                        expected: f.sha256.clone(),
+                        actual,
+                    });
+                }
+                std::fs::write(&tmp, &onnx).map_err(io(&tmp))?;
+                std::fs::rename(&tmp, &target).map_err(io(&target))?;
+                if progress != Progress::Quiet {
+                    eprintln!(
+                        "{}: converted from {} ({}), hash verified",
+                        f.file,
+                        a.file_name(),
+                        a.convert
+                    );
+                }
+                onnx.len() as u64
+            }
+        };
+        if progress == Progress::Lines && f.archive.is_none() {
+            eprintln!("{}: {}, hash verified", f.file, megabytes(bytes));
         }
         report.push(Fetched::Downloaded(f.file.clone()));
     }
@@ -282,7 +316,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn manifest_matches_the_shared_checksums() {
+    fn published_onnx_files_match_the_shared_checksums() {
         let m = manifest().expect("manifest");
         let sums = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -293,12 +327,31 @@ mod tests {
             Err(_) if std::env::var_os("CI").is_none() => return,
             Err(e) => panic!("../shared/models/SHA256SUMS is required under CI: {e}"),
         };
-        for f in &m.files {
+        // Files published as ONNX are the same bytes; converted ones are our converter's
+        // output, compared with the shared files by the golden test (tests/it/models_fetch.rs).
+        for f in m.files.iter().filter(|f| f.archive.is_none()) {
             assert!(
                 sums.contains(&format!("{}  {}", f.sha256, f.file)),
                 "{} differs from SHA256SUMS",
                 f.file
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::Archive;
+
+    #[test]
+    fn a_mirror_serves_an_archive_under_its_file_name() {
+        let a = Archive {
+            url: "https://registry.npmjs.org/@scope/pkg/-/pkg-1.0.0.tgz".into(),
+            sha256: String::new(),
+            format: "tar.gz".into(),
+            members: vec![],
+            convert: "tfjs-graph".into(),
+        };
+        assert_eq!(a.file_name(), "pkg-1.0.0.tgz");
     }
 }
