@@ -7,6 +7,7 @@ use livegate_intake::{MAX_EXTERNAL_ID, SubmissionCaps, is_format_char, read_subm
 
 const CAPS: SubmissionCaps = SubmissionCaps {
     max_image_bytes: 64 * 1024,
+    body_bytes_hint: None,
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -17,7 +17,7 @@ pub enum Broken {
 /// Checks that `bytes`, already sniffed as `format`, hold a complete image.
 pub fn check(format: ImageFormat, bytes: &[u8]) -> Result<(), Broken> {
     match format {
-        ImageFormat::Jpeg => jpeg(bytes),
+        ImageFormat::Jpeg => jpeg(bytes).map(|_| ()),
         ImageFormat::Png => png(bytes),
         ImageFormat::Webp => webp(bytes),
         ImageFormat::Tiff => tiff(bytes),
@@ -32,8 +32,33 @@ fn be16(bytes: &[u8], pos: usize) -> Result<usize, Broken> {
     Ok(usize::from(at(bytes, pos)?) << 8 | usize::from(at(bytes, pos + 1)?))
 }
 
+/// A JPEG's frame header (the first SOF): what a decoder reads its dimensions from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JpegFrame {
+    /// Bits per sample (8 for baseline and almost every progressive file).
+    pub precision: u8,
+    pub height: u16,
+    pub width: u16,
+    pub components: u8,
+}
+
+/// What the walk over a whole JPEG saw before its first scan, as a decoder's header parse does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JpegFacts<'a> {
+    pub frame: Option<JpegFrame>,
+    /// The TIFF data of the last `Exif` APP1 segment (after `Exif\0\0`), the one decoders keep.
+    pub exif: Option<&'a [u8]>,
+}
+
+/// [`check`] for a JPEG, keeping what the walk passed on the way: the frame and the EXIF data.
+pub fn jpeg_facts(bytes: &[u8]) -> Result<JpegFacts<'_>, Broken> {
+    jpeg(bytes)
+}
+
 /// Segments from SOI to EOI; entropy-coded data after each SOS is skipped to its next marker.
-fn jpeg(b: &[u8]) -> Result<(), Broken> {
+fn jpeg(b: &[u8]) -> Result<JpegFacts<'_>, Broken> {
+    let mut facts = JpegFacts::default();
+    let mut scanned = false;
     let mut pos = 2; // past SOI
     loop {
         if at(b, pos)? != 0xFF {
@@ -45,7 +70,7 @@ fn jpeg(b: &[u8]) -> Result<(), Broken> {
         let marker = at(b, pos)?;
         pos += 1;
         match marker {
-            0xD9 => return Ok(()),
+            0xD9 => return Ok(facts),
             0x01 | 0xD0..=0xD7 => {}
             0x00 | 0xD8 => return Err(Broken::Corrupt(pos - 1)),
             _ => {
@@ -53,11 +78,34 @@ fn jpeg(b: &[u8]) -> Result<(), Broken> {
                 if len < 2 {
                     return Err(Broken::Corrupt(pos));
                 }
+                let start = pos;
                 pos = pos.checked_add(len).ok_or(Broken::Corrupt(pos))?;
                 if pos > b.len() {
                     return Err(Broken::Truncated);
                 }
+                // The segment's payload, within the file (checked just above).
+                let payload = &b[start + 2..pos];
+                match marker {
+                    0xC0..=0xCF
+                        if !matches!(marker, 0xC4 | 0xC8 | 0xCC)
+                            && facts.frame.is_none()
+                            && !scanned
+                            && payload.len() >= 6 =>
+                    {
+                        facts.frame = Some(JpegFrame {
+                            precision: payload[0],
+                            height: u16::from_be_bytes([payload[1], payload[2]]),
+                            width: u16::from_be_bytes([payload[3], payload[4]]),
+                            components: payload[5],
+                        });
+                    }
+                    0xE1 if !scanned && payload.len() > 6 && payload.starts_with(b"Exif\0\0") => {
+                        facts.exif = Some(&payload[6..]);
+                    }
+                    _ => {}
+                }
                 if marker == 0xDA {
+                    scanned = true;
                     pos = after_scan(b, pos)?;
                 }
             }

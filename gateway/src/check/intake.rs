@@ -58,6 +58,10 @@ pub async fn read_submission(
         .unwrap_or("");
     let caps = SubmissionCaps {
         max_image_bytes: limits.max_image_bytes,
+        body_bytes_hint: headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
     };
     livegate_intake::read_submission(ct, body.into_data_stream(), &caps)
         .await

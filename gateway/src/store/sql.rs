@@ -95,6 +95,100 @@ impl Stmt {
     }
 }
 
+/// Postgres' limit on the parameters of one statement.
+const PG_MAX_PARAMS: usize = 65_535;
+
+/// `sql` with every `$n` outside quoted literals and identifiers shifted by `by`.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    n.push(d);
+                    chars.next();
+                }
+                // Digits only: the parse cannot fail, but keep the text if it did.
+                match n.parse::<usize>() {
+                    Ok(v) => out.push_str(&format!("${}", v.saturating_add(by))),
+                    Err(_) => {
+                        out.push('$');
+                        out.push_str(&n);
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Postgres: consecutive plain `INSERT`s (no `RETURNING`, no `WITH`) folded into one
+/// statement of data-modifying CTEs, so a batch of results is one round trip instead of one
+/// per table. Every part runs exactly once and foreign keys are checked at the end of the
+/// whole statement, as at the end of each separate one.
+pub(crate) fn combine_inserts(stmts: Vec<Stmt>) -> Vec<Stmt> {
+    let plain = |s: &Stmt| {
+        let head = s.sql.trim_start();
+        head.len() > 12
+            && head[..12].eq_ignore_ascii_case("INSERT INTO ")
+            && !s.sql.to_ascii_uppercase().contains("RETURNING")
+    };
+    let mut out: Vec<Stmt> = Vec::new();
+    let mut group: Vec<Stmt> = Vec::new();
+    let flush = |group: &mut Vec<Stmt>, out: &mut Vec<Stmt>| {
+        match group.len() {
+            0 => {}
+            1 => out.append(group),
+            n => {
+                let mut sql = String::from("WITH ");
+                let mut params = Vec::new();
+                let last = n - 1;
+                for (i, s) in group.drain(..).enumerate() {
+                    let part = shift_params(&s.sql, params.len());
+                    if i < last {
+                        sql.push_str(&format!("w{i} AS ({part}), "));
+                    } else {
+                        // The final INSERT is the statement's body.
+                        if sql.ends_with(", ") {
+                            sql.truncate(sql.len() - 2);
+                        }
+                        sql.push(' ');
+                        sql.push_str(&part);
+                    }
+                    params.extend(s.params);
+                }
+                out.push(Stmt {
+                    sql: sql.into(),
+                    params,
+                });
+            }
+        }
+    };
+    for s in stmts {
+        let fits =
+            group.iter().map(|g| g.params.len()).sum::<usize>() + s.params.len() <= PG_MAX_PARAMS;
+        if !plain(&s) || !fits {
+            flush(&mut group, &mut out);
+        }
+        if plain(&s) {
+            group.push(s);
+        } else {
+            out.push(s);
+        }
+    }
+    flush(&mut group, &mut out);
+    out
+}
+
 /// A column type both drivers decode as is.
 pub(crate) trait Plain:
     for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
@@ -174,6 +268,12 @@ pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
 
     /// How many group-commit workers write at once (SQLite has one writer).
     fn writers(&self) -> usize;
+
+    /// The dialect's way to send several statements as fewer (Postgres folds INSERTs into
+    /// one); the statements as they are by default.
+    fn combine(&self, stmts: Vec<Stmt>) -> Vec<Stmt> {
+        stmts
+    }
 
     fn pgvector(&self) -> Option<&Pgvector> {
         None
@@ -277,3 +377,39 @@ macro_rules! sqlx_db {
 }
 
 pub(crate) use sqlx_db;
+
+#[cfg(test)]
+mod combine_tests {
+    use super::*;
+
+    #[test]
+    fn params_shift_outside_literals_only() {
+        assert_eq!(
+            shift_params("INSERT INTO t (a, b, c) VALUES ($1, '$2', $10::int)", 3),
+            "INSERT INTO t (a, b, c) VALUES ($4, '$2', $13::int)"
+        );
+        assert_eq!(
+            shift_params("VALUES ('it''s $1', $1)", 1),
+            "VALUES ('it''s $1', $2)"
+        );
+    }
+
+    #[test]
+    fn consecutive_inserts_become_one_statement_of_ctes() {
+        let a = Stmt::new("INSERT INTO a (x) VALUES ($1)").bind(1_i64);
+        let b = Stmt::new("INSERT INTO b (x, y) VALUES ($1, $2)")
+            .bind(2_i64)
+            .bind(3_i64);
+        let c = Stmt::new("UPDATE c SET x = $1").bind(4_i64);
+        let d = Stmt::new("INSERT INTO d (x) VALUES ($1) RETURNING x").bind(5_i64);
+        let out = combine_inserts(vec![a, b, c, d]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out[0].sql,
+            "WITH w0 AS (INSERT INTO a (x) VALUES ($1)) INSERT INTO b (x, y) VALUES ($2, $3)"
+        );
+        assert_eq!(out[0].params.len(), 3);
+        assert_eq!(out[1].sql, "UPDATE c SET x = $1");
+        assert_eq!(out[2].sql, "INSERT INTO d (x) VALUES ($1) RETURNING x");
+    }
+}

@@ -134,6 +134,13 @@ pub(crate) async fn begin_results<D: Backend>(
         return Ok(None);
     }
     let mut tx = db.begin().await?;
+    D::run_all(&mut tx, results_statements(db, writes)).await?;
+    Ok(Some(tx))
+}
+
+/// What [`begin_results`] writes: the verification rows, attempts, kept faces and webhook
+/// messages of `writes`, as few statements as the backend can send.
+pub(crate) fn results_statements<D: Backend>(db: &D, writes: &[Arc<ResultWrite>]) -> Vec<Stmt> {
     let mut rows = insert_statements(
         writes.iter().map(|w| &w.verification),
         writes.iter().flat_map(|w| &w.attempts),
@@ -156,8 +163,7 @@ pub(crate) async fn begin_results<D: Backend>(
             .flat_map(|w| &w.webhooks)
             .map(super::webhooks::insert_message),
     );
-    D::run_all(&mut tx, rows).await?;
-    Ok(Some(tx))
+    db.combine(rows)
 }
 
 pub(crate) fn verification(row: &impl Cols) -> StoreResult<VerificationRecord> {

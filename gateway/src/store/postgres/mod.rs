@@ -133,6 +133,10 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    fn combine(&self, stmts: Vec<Stmt>) -> Vec<Stmt> {
+        crate::store::sql::combine_inserts(stmts)
+    }
+
     fn writers(&self) -> usize {
         4
     }
