@@ -1,7 +1,7 @@
 //! Benchmarks of the whole liveness check on the 640x480 samples.
 //!
-//! `CARGO_TARGET_DIR=/work/target cargo bench -p livegate-engine` (models from
-//! `../shared/models`, or `LIVEGATE_MODELS_DIR`).
+//! `cargo bench -p livegate-engine` (models from `LIVEGATE_MODELS_DIR`, else the user cache
+//! `livegate models fetch` fills).
 //!
 //! - `analyze`: decoded image in, analysis out (detection + both anti-spoofing models).
 //! - `analyze_bytes`: JPEG bytes in (decode + EXIF orientation included).
@@ -21,10 +21,10 @@ use livegate_engine::Engine;
 const SAMPLES: [&str; 3] = ["real.jpg", "spoof_print.jpg", "spoof_replay.jpg"];
 
 fn models_dir() -> PathBuf {
-    match std::env::var_os("LIVEGATE_MODELS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models"),
-    }
+    // The project's CI keeps the models beside the checkout.
+    livegate_engine::models_dir_or(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models"),
+    )
 }
 
 static ENGINE: LazyLock<Arc<Engine>> = LazyLock::new(|| {
@@ -36,7 +36,10 @@ static ENGINE: LazyLock<Arc<Engine>> = LazyLock::new(|| {
 });
 
 fn bytes(file: &str) -> Vec<u8> {
-    let path = models_dir().join("samples").join(file);
+    // The repository's samples (`samples/`, with their licence).
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../samples")
+        .join(file);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -8,7 +8,7 @@
 //! Each argument names one identity and its photos. `--augment` adds three derived views of
 //! every photo (mirrored; downscaled to 60%; darkened to 70% brightness): more same-person
 //! pairs of the kind a re-submitted selfie produces, but no new identities. Models from
-//! `LIVEGATE_MODELS_DIR`, else `../shared/models`.
+//! `LIVEGATE_MODELS_DIR`, else the user cache `livegate models fetch` fills.
 
 use std::path::PathBuf;
 
@@ -54,9 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if identities.is_empty() {
         return Err("name at least one IDENTITY=IMAGE,... (see the file's doc comment)".into());
     }
-    let dir = std::env::var_os("LIVEGATE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models"));
+    // The project's CI keeps the models beside the checkout.
+    let dir = livegate_engine::models_dir_or(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models"),
+    );
     let engine = Engine::load(&dir)?;
 
     // (identity, label, embedding)

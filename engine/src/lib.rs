@@ -1,6 +1,6 @@
 //! livegate's built-in liveness engine: BlazeFace face detection and Silent-Face
-//! (MiniFASNet) passive anti-spoofing on CPU with `tract`, as specified by the models
-//! directory's `MODELS.md` and its `reference_pipeline.py`.
+//! (MiniFASNet) passive anti-spoofing on CPU with `tract`, following the models' reference
+//! pipeline step for step (`engine/README.md`, *Pipeline*).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), livegate_engine::EngineError> {
@@ -41,7 +41,7 @@ pub use embed::{EMBEDDING_DIM, cosine, normalize};
 pub use error::{BoxError, EngineError};
 pub use models::{
     CHECKSUMS_FILE, DETECTOR_BACK_256, DETECTOR_SHORT_RANGE, FACE_EMBEDDING, MINIFASNET_V1SE,
-    MINIFASNET_V2, MODEL_FILES, verify_models,
+    MINIFASNET_V2, MODEL_FILES, models_dir_or, user_cache_dir, verify_models,
 };
 
 use antispoof::AntiSpoof;
@@ -142,7 +142,7 @@ impl EngineOptions {
     }
 }
 
-/// Warning codes, from the normalized vocabulary (ARCHITECTURE.md §4).
+/// Warning codes, from livegate's normalized vocabulary (`WarningCode` in `providers/src/model.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]

@@ -30,6 +30,27 @@ pub const MODEL_FILES: &[&str] = &[
     FACE_EMBEDDING,
 ];
 
+/// Where livegate keeps fetched models for the user: `$XDG_CACHE_HOME/livegate/models`, else
+/// `~/.cache/livegate/models`; `None` without either variable.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("livegate").join("models"))
+}
+
+/// The models directory for the engine's own benches and examples: `LIVEGATE_MODELS_DIR`, else
+/// the user cache when `livegate models fetch` or `serve` filled it, else `fallback`.
+pub fn models_dir_or(fallback: PathBuf) -> PathBuf {
+    if let Some(dir) = std::env::var_os("LIVEGATE_MODELS_DIR") {
+        return PathBuf::from(dir);
+    }
+    user_cache_dir()
+        .filter(|d| d.join(CHECKSUMS_FILE).is_file())
+        .unwrap_or(fallback)
+}
+
 /// Name of the checksum list in the models directory (`sha256sum` format).
 pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
 

@@ -42,7 +42,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The stable problem `code` (ARCHITECTURE §7).
+    /// The stable problem `code` (the README's table of error codes).
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::BadInput => "provider_rejected_input",

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use image::RgbImage;
 use livegate_engine::Engine;
 
-/// The models directory: `LIVEGATE_MODELS_DIR`, else `<workspace>/../shared/models`.
+/// The models directory: `LIVEGATE_MODELS_DIR`, else the project's copy beside the checkout.
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("LIVEGATE_MODELS_DIR") {
         Some(dir) => PathBuf::from(dir),

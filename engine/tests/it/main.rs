@@ -1,5 +1,5 @@
-//! Integration tests of the engine against the real models in `../shared/models`
-//! (override with `LIVEGATE_MODELS_DIR`). One test binary: one link of tract.
+//! Integration tests of the engine against the real models (`LIVEGATE_MODELS_DIR`, else the
+//! project's copy beside the checkout). One test binary: one link of tract.
 
 mod common;
 mod golden;

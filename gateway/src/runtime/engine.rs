@@ -26,11 +26,7 @@ pub fn set_default_models_dir(dir: PathBuf) -> bool {
 /// The per-user cache models are fetched into by default: `$XDG_CACHE_HOME/livegate/models`,
 /// else `~/.cache/livegate/models`.
 pub fn cache_models_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("livegate").join("models"))
+    livegate_engine::user_cache_dir()
 }
 
 /// The models directory: the config's `models_dir`, else `serve --models-dir`, else
