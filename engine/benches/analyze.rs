@@ -1,7 +1,7 @@
 //! Benchmarks of the whole liveness check on the 640x480 samples.
 //!
-//! `cargo bench -p livegate-engine` (models from `LIVEGATE_MODELS_DIR`, else the user cache
-//! `livegate models fetch` fills).
+//! `cargo bench -p livegate-engine` (models from `LIVEGATE_MODELS_DIR`, else `./models` or the
+//! user cache, as `livegate serve` looks them up).
 //!
 //! - `analyze`: decoded image in, analysis out (detection + both anti-spoofing models).
 //! - `analyze_bytes`: JPEG bytes in (decode + EXIF orientation included).
@@ -21,10 +21,7 @@ use livegate_engine::Engine;
 const SAMPLES: [&str; 3] = ["real.jpg", "spoof_print.jpg", "spoof_replay.jpg"];
 
 fn models_dir() -> PathBuf {
-    // The project's CI keeps the models beside the checkout.
-    livegate_engine::models_dir_or(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models"),
-    )
+    livegate_engine::default_models_dir()
 }
 
 static ENGINE: LazyLock<Arc<Engine>> = LazyLock::new(|| {

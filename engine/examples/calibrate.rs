@@ -8,7 +8,7 @@
 //! Each argument names one identity and its photos. `--augment` adds three derived views of
 //! every photo (mirrored; downscaled to 60%; darkened to 70% brightness): more same-person
 //! pairs of the kind a re-submitted selfie produces, but no new identities. Models from
-//! `LIVEGATE_MODELS_DIR`, else the user cache `livegate models fetch` fills.
+//! `LIVEGATE_MODELS_DIR`, else `./models` or the user cache, as `livegate serve` looks them up.
 
 use std::path::PathBuf;
 
@@ -54,10 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if identities.is_empty() {
         return Err("name at least one IDENTITY=IMAGE,... (see the file's doc comment)".into());
     }
-    // The project's CI keeps the models beside the checkout.
-    let dir = livegate_engine::models_dir_or(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models"),
-    );
+    let dir = livegate_engine::default_models_dir();
     let engine = Engine::load(&dir)?;
 
     // (identity, label, embedding)

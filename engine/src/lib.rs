@@ -41,7 +41,7 @@ pub use embed::{EMBEDDING_DIM, cosine, normalize};
 pub use error::{BoxError, EngineError};
 pub use models::{
     CHECKSUMS_FILE, DETECTOR_BACK_256, DETECTOR_SHORT_RANGE, FACE_EMBEDDING, MINIFASNET_V1SE,
-    MINIFASNET_V2, MODEL_FILES, models_dir_or, user_cache_dir, verify_models,
+    MINIFASNET_V2, MODEL_FILES, default_models_dir, user_cache_dir, verify_models,
 };
 
 use antispoof::AntiSpoof;

@@ -40,15 +40,17 @@ pub fn user_cache_dir() -> Option<PathBuf> {
     Some(base.join("livegate").join("models"))
 }
 
-/// The models directory for the engine's own benches and examples: `LIVEGATE_MODELS_DIR`, else
-/// the user cache when `livegate models fetch` or `serve` filled it, else `fallback`.
-pub fn models_dir_or(fallback: PathBuf) -> PathBuf {
+/// The models directory when nothing names one: `LIVEGATE_MODELS_DIR`, else `./models` when it
+/// holds a `SHA256SUMS`, else the user cache ([`user_cache_dir`], where `serve` fetches them).
+pub fn default_models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LIVEGATE_MODELS_DIR") {
         return PathBuf::from(dir);
     }
-    user_cache_dir()
-        .filter(|d| d.join(CHECKSUMS_FILE).is_file())
-        .unwrap_or(fallback)
+    let local = PathBuf::from("models");
+    if local.join(CHECKSUMS_FILE).is_file() {
+        return local;
+    }
+    user_cache_dir().unwrap_or(local)
 }
 
 /// Name of the checksum list in the models directory (`sha256sum` format).

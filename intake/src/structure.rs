@@ -17,7 +17,7 @@ pub enum Broken {
 /// Checks that `bytes`, already sniffed as `format`, hold a complete image.
 pub fn check(format: ImageFormat, bytes: &[u8]) -> Result<(), Broken> {
     match format {
-        ImageFormat::Jpeg => jpeg(bytes).map(|_| ()),
+        ImageFormat::Jpeg => jpeg_facts(bytes).map(|_| ()),
         ImageFormat::Png => png(bytes),
         ImageFormat::Webp => webp(bytes),
         ImageFormat::Tiff => tiff(bytes),
@@ -51,12 +51,8 @@ pub struct JpegFacts<'a> {
 }
 
 /// [`check`] for a JPEG, keeping what the walk passed on the way: the frame and the EXIF data.
-pub fn jpeg_facts(bytes: &[u8]) -> Result<JpegFacts<'_>, Broken> {
-    jpeg(bytes)
-}
-
 /// Segments from SOI to EOI; entropy-coded data after each SOS is skipped to its next marker.
-fn jpeg(b: &[u8]) -> Result<JpegFacts<'_>, Broken> {
+pub fn jpeg_facts(b: &[u8]) -> Result<JpegFacts<'_>, Broken> {
     let mut facts = JpegFacts::default();
     let mut scanned = false;
     let mut pos = 2; // past SOI

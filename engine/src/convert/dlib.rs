@@ -88,10 +88,7 @@ impl Reader<'_> {
             .and_then(|b| self.p.checked_add(b))
             .filter(|&e| e <= self.d.len())
             .ok_or_else(|| bad("truncated tensor"))?;
-        let v = self.d[self.p..end]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let v = super::f32s_le(&self.d[self.p..end]);
         self.p = end;
         Ok(v)
     }
@@ -289,6 +286,29 @@ impl Builder {
         Ok(self.g.node("Add", &[&y, &b], vec![]))
     }
 
+    /// The next record must be the unpadded `k`x`k` pool of stride `stride` that `op`
+    /// (`MaxPool` or `AveragePool`) names; it becomes that node on `x`.
+    fn pool(&mut self, x: &str, op: &str, k: usize, stride: usize) -> Result<String, ConvertError> {
+        let what = format!("a {k}x{k} {op} of stride {stride}");
+        let found = match self.next(&what)? {
+            Record::MaxPool { k, stride, pad: 0 } if op == "MaxPool" => (k, stride),
+            Record::AvgPool { k, stride, pad: 0 } if op == "AveragePool" => (k, stride),
+            _ => (0, 0),
+        };
+        if found != (k, stride) {
+            return Err(bad(format!("expected {what}")));
+        }
+        let (k, s) = (k as i64, stride as i64);
+        Ok(self.g.node(
+            op,
+            &[x],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![s, s])),
+            ],
+        ))
+    }
+
     fn relu(&mut self, x: &str) -> String {
         self.g.node("Relu", &[x], vec![])
     }
@@ -333,22 +353,7 @@ impl Builder {
 
     fn ares_down(&mut self, x: &str, s: Shape) -> Result<(String, Shape), ConvertError> {
         let (y, s1) = self.block(x, s)?;
-        match self.next("average pool")? {
-            Record::AvgPool {
-                k: 2,
-                stride: 2,
-                pad: 0,
-            } => {}
-            _ => return Err(bad("expected the 2x2 average pool of a downsampling block")),
-        }
-        let ap = self.g.node(
-            "AveragePool",
-            &[x],
-            vec![
-                ("kernel_shape", Attr::Ints(vec![2, 2])),
-                ("strides", Attr::Ints(vec![2, 2])),
-            ],
-        );
+        let ap = self.pool(x, "AveragePool", 2, 2)?;
         let sa = [s[0], pooled(s[1], 2, 2), pooled(s[2], 2, 2)];
         let o = [s1[0].max(sa[0]), s1[1].max(sa[1]), s1[2].max(sa[2])];
         let y = self.pad_to(y, s1, o);
@@ -382,22 +387,7 @@ pub(crate) fn convert(dat: &[u8], doc: &str) -> Result<Vec<u8>, ConvertError> {
     let (x, s) = b.conv(&x, [3, 150, 150])?;
     let x = b.affine(&x, s)?;
     let x = b.relu(&x);
-    match b.next("max pool")? {
-        Record::MaxPool {
-            k: 3,
-            stride: 2,
-            pad: 0,
-        } => {}
-        _ => return Err(bad("expected the 3x3 max pool after the first convolution")),
-    }
-    let x = b.g.node(
-        "MaxPool",
-        &[&x],
-        vec![
-            ("kernel_shape", Attr::Ints(vec![3, 3])),
-            ("strides", Attr::Ints(vec![2, 2])),
-        ],
-    );
+    let x = b.pool(&x, "MaxPool", 3, 2)?;
     let mut s = [s[0], pooled(s[1], 3, 2), pooled(s[2], 3, 2)];
     let mut x = x;
     // (downsampling first?, residual blocks) per stage.

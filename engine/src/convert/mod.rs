@@ -13,6 +13,22 @@ mod tf;
 mod tfjs;
 mod tflite;
 
+/// Little-endian f32s (a trailing partial value is ignored; shapes are checked where used).
+pub(crate) fn f32s_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Little-endian i32s, as [`f32s_le`].
+pub(crate) fn i32s_le(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// A reader of one origin format, as named by the manifest's `convert` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

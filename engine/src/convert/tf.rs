@@ -14,6 +14,15 @@ pub(crate) struct Act {
     pub(crate) shape: Vec<usize>,
 }
 
+/// A tensor of a TensorFlow-family graph while it is read: computed in the graph, or a
+/// constant the reader folds into the layer that takes it.
+#[derive(Clone)]
+pub(crate) enum Value {
+    Act(Act),
+    Floats(Vec<f32>, Vec<usize>),
+    Ints(Vec<i32>, Vec<usize>),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Padding {
     Same,
@@ -210,8 +219,27 @@ impl TfGraph {
         })
     }
 
+    /// Zero padding given as TensorFlow's `paddings` constant: shape `[4, 2]`, (before, after)
+    /// per NHWC axis.
+    pub(crate) fn pad_tf(
+        &mut self,
+        x: &Act,
+        paddings: &[i32],
+        shape: &[usize],
+    ) -> Result<Act, ConvertError> {
+        if shape != [4, 2] || paddings.len() != 8 {
+            return Err(bad(format!("paddings of shape {shape:?}")));
+        }
+        let mut pads = [(0usize, 0usize); 4];
+        for (a, pad) in pads.iter_mut().enumerate() {
+            let side = |v: i32| usize::try_from(v).map_err(|_| bad("negative padding".into()));
+            *pad = (side(paddings[2 * a])?, side(paddings[2 * a + 1])?);
+        }
+        self.pad(x, pads)
+    }
+
     /// Zero padding, `pads[axis] = (before, after)` in NHWC axis order.
-    pub(crate) fn pad(&mut self, x: &Act, pads: [(usize, usize); 4]) -> Result<Act, ConvertError> {
+    fn pad(&mut self, x: &Act, pads: [(usize, usize); 4]) -> Result<Act, ConvertError> {
         let s = Self::nhwc(x)?;
         // NHWC axis i is NCHW axis NCHW_OF[i].
         const NCHW_OF: [usize; 4] = [0, 2, 3, 1];

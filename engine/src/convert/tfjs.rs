@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::ConvertError;
 use super::onnx::permute;
-use super::tf::{Act, Conv, ConvWeights, Padding, TfGraph};
+use super::tf::{Act, Conv, ConvWeights, Padding, TfGraph, Value};
+use super::{f32s_le, i32s_le};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,13 +68,6 @@ struct WeightSpec {
     quantization: Option<serde_json::Value>,
 }
 
-#[derive(Clone)]
-enum Value {
-    Act(Act),
-    Floats(Vec<f32>, Vec<usize>),
-    Ints(Vec<i32>, Vec<usize>),
-}
-
 fn bad(what: impl Into<String>) -> ConvertError {
     ConvertError::Malformed(what.into())
 }
@@ -117,6 +111,13 @@ fn attr_strs(n: &Node, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A count TensorFlow.js writes as a string (`"256"`) or, in some files, as a number.
+fn count(v: &serde_json::Value) -> Option<usize> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or(v.as_u64().and_then(|u| usize::try_from(u).ok()))
+}
+
 /// An NHWC `[1, h, w, 1]`-style list (strides, ksize, dilations) as its (h, w) pair.
 fn attr_hw(n: &Node, key: &str, default: usize) -> Result<(usize, usize), ConvertError> {
     let Some(list) = n.attr.get(key).and_then(|v| v.pointer("/list/i")) else {
@@ -124,15 +125,7 @@ fn attr_hw(n: &Node, key: &str, default: usize) -> Result<(usize, usize), Conver
     };
     let v: Vec<usize> = list
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| {
-                    x.as_str()
-                        .and_then(|s| s.parse().ok())
-                        .or(x.as_u64().map(|u| u as usize))
-                })
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(count).collect())
         .unwrap_or_default();
     match v.as_slice() {
         &[1, h, w, 1] if h > 0 && w > 0 => Ok((h, w)),
@@ -189,20 +182,8 @@ fn weights(
             let bytes = &data[at..end];
             at = end;
             let v = match w.dtype.as_str() {
-                "float32" => Value::Floats(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                    w.shape.clone(),
-                ),
-                "int32" => Value::Ints(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                    w.shape.clone(),
-                ),
+                "float32" => Value::Floats(f32s_le(bytes), w.shape.clone()),
+                "int32" => Value::Ints(i32s_le(bytes), w.shape.clone()),
                 other => return Err(ConvertError::Unsupported(format!("weight dtype {other}"))),
             };
             out.insert(w.name.clone(), v);
@@ -337,19 +318,8 @@ impl<'a> Converter<'a> {
                 )?)
             }
             "Pad" => {
-                let x = act(0)?;
-                let (p, s) = ints(1)?;
-                if s.as_slice() != [4, 2] {
-                    return Err(bad(format!("{}: paddings of shape {s:?}", n.name)));
-                }
-                let mut pads = [(0usize, 0usize); 4];
-                for (a, pad) in pads.iter_mut().enumerate() {
-                    *pad = (
-                        usize::try_from(p[2 * a]).map_err(|_| bad("negative padding"))?,
-                        usize::try_from(p[2 * a + 1]).map_err(|_| bad("negative padding"))?,
-                    );
-                }
-                Value::Act(self.g.pad(&x, pads)?)
+                let (p, shape) = ints(1)?;
+                Value::Act(self.g.pad_tf(&act(0)?, &p, &shape)?)
             }
             "Reshape" => {
                 let (s, _) = ints(1)?;
@@ -375,11 +345,7 @@ fn dims_of(n: &Node) -> Result<[usize; 4], ConvertError> {
         .map(|a| {
             a.iter()
                 .filter_map(|d| d.get("size"))
-                .filter_map(|s| {
-                    s.as_str()
-                        .and_then(|s| s.parse().ok())
-                        .or(s.as_u64().map(|u| u as usize))
-                })
+                .filter_map(count)
                 .collect()
         })
         .unwrap_or_default();

@@ -10,13 +10,8 @@ use tract_tflite::tflite::{
 
 use super::ConvertError;
 use super::onnx::permute;
-use super::tf::{Act, Conv, ConvWeights, Padding, TfGraph};
-
-enum Value {
-    Act(Act),
-    Floats(Vec<f32>, Vec<usize>),
-    Ints(Vec<i32>, Vec<usize>),
-}
+use super::tf::{Act, Conv, ConvWeights, Padding, TfGraph, Value};
+use super::{f32s_le, i32s_le};
 
 fn bad(what: impl Into<String>) -> ConvertError {
     ConvertError::Malformed(what.into())
@@ -89,24 +84,14 @@ pub(crate) fn convert(bytes: &[u8], graph_name: &str, doc: &str) -> Result<Vec<u
         let data = data.bytes();
         let shape = shape_of(i)?;
         let v = match t.type_() {
-            TensorType::FLOAT32 => Value::Floats(
-                data.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                shape,
-            ),
+            TensorType::FLOAT32 => Value::Floats(f32s_le(data), shape),
             TensorType::FLOAT16 => Value::Floats(
                 data.chunks_exact(2)
                     .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                     .collect(),
                 shape,
             ),
-            TensorType::INT32 => Value::Ints(
-                data.chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                shape,
-            ),
+            TensorType::INT32 => Value::Ints(i32s_le(data), shape),
             other => return Err(ConvertError::Unsupported(format!("tensor type {other:?}"))),
         };
         *slot = Some(v);
@@ -175,14 +160,39 @@ pub(crate) fn convert(bytes: &[u8], graph_name: &str, doc: &str) -> Result<Vec<u
                 let (d, s) = floats(0)?;
                 Value::Floats(d, s)
             }
-            BuiltinOperator::CONV_2D => {
-                let o = op
-                    .builtin_options_as_conv_2_doptions()
-                    .ok_or_else(|| bad("CONV_2D without options"))?;
+            BuiltinOperator::CONV_2D | BuiltinOperator::DEPTHWISE_CONV_2D => {
                 let x = act(0)?;
+                let missing = || bad(format!("{builtin:?} without options"));
+                // Weights: [out, kh, kw, in] for a convolution, [1, kh, kw, channels *
+                // multiplier] for a depthwise one; both to ONNX's [out, in / group, kh, kw].
+                let (stride, dilation, pad, fused, perm, group) =
+                    if builtin == BuiltinOperator::CONV_2D {
+                        let o = op
+                            .builtin_options_as_conv_2_doptions()
+                            .ok_or_else(missing)?;
+                        (
+                            (o.stride_h(), o.stride_w()),
+                            (o.dilation_h_factor(), o.dilation_w_factor()),
+                            o.padding(),
+                            o.fused_activation_function(),
+                            [0, 3, 1, 2],
+                            1,
+                        )
+                    } else {
+                        let o = op
+                            .builtin_options_as_depthwise_conv_2_doptions()
+                            .ok_or_else(missing)?;
+                        (
+                            (o.stride_h(), o.stride_w()),
+                            (o.dilation_h_factor(), o.dilation_w_factor()),
+                            o.padding(),
+                            o.fused_activation_function(),
+                            [3, 0, 1, 2],
+                            x.shape.get(3).copied().unwrap_or(0),
+                        )
+                    };
                 let (w, ws) = floats(1)?;
-                // [out, kh, kw, in] -> [out, in, kh, kw]
-                let (w, d) = permute(&w, &ws, &[0, 3, 1, 2])?;
+                let (w, d) = permute(&w, &ws, &perm)?;
                 let bias = if ins.len() > 2 {
                     Some(floats(2)?.0)
                 } else {
@@ -196,53 +206,14 @@ pub(crate) fn convert(bytes: &[u8], graph_name: &str, doc: &str) -> Result<Vec<u
                         bias,
                     },
                     Conv {
-                        stride: (
-                            positive(o.stride_h(), "stride")?,
-                            positive(o.stride_w(), "stride")?,
-                        ),
+                        stride: (positive(stride.0, "stride")?, positive(stride.1, "stride")?),
                         dilation: (
-                            positive(o.dilation_h_factor(), "dilation")?,
-                            positive(o.dilation_w_factor(), "dilation")?,
+                            positive(dilation.0, "dilation")?,
+                            positive(dilation.1, "dilation")?,
                         ),
-                        padding: padding(o.padding())?,
-                        group: 1,
-                        relu: relu(o.fused_activation_function())?,
-                    },
-                )?)
-            }
-            BuiltinOperator::DEPTHWISE_CONV_2D => {
-                let o = op
-                    .builtin_options_as_depthwise_conv_2_doptions()
-                    .ok_or_else(|| bad("DEPTHWISE_CONV_2D without options"))?;
-                let x = act(0)?;
-                let (w, ws) = floats(1)?;
-                // [1, kh, kw, channels * multiplier] -> [channels * multiplier, 1, kh, kw]
-                let (w, d) = permute(&w, &ws, &[3, 0, 1, 2])?;
-                let bias = if ins.len() > 2 {
-                    Some(floats(2)?.0)
-                } else {
-                    None
-                };
-                let channels = x.shape.get(3).copied().unwrap_or(0);
-                Value::Act(g.conv(
-                    &x,
-                    ConvWeights {
-                        weights: w,
-                        dims: [d[0], d[1], d[2], d[3]],
-                        bias,
-                    },
-                    Conv {
-                        stride: (
-                            positive(o.stride_h(), "stride")?,
-                            positive(o.stride_w(), "stride")?,
-                        ),
-                        dilation: (
-                            positive(o.dilation_h_factor(), "dilation")?,
-                            positive(o.dilation_w_factor(), "dilation")?,
-                        ),
-                        padding: padding(o.padding())?,
-                        group: channels,
-                        relu: relu(o.fused_activation_function())?,
+                        padding: padding(pad)?,
+                        group,
+                        relu: relu(fused)?,
                     },
                 )?)
             }
@@ -255,33 +226,18 @@ pub(crate) fn convert(bytes: &[u8], graph_name: &str, doc: &str) -> Result<Vec<u
             }
             BuiltinOperator::RELU => Value::Act(g.relu(&act(0)?)),
             BuiltinOperator::PAD => {
-                let x = act(0)?;
-                let Value::Ints(p, s) = get(1)? else {
+                let Value::Ints(p, shape) = get(1)? else {
                     return Err(bad("PAD without constant paddings"));
                 };
-                if s.as_slice() != [4, 2] {
-                    return Err(bad(format!("PAD paddings of shape {s:?}")));
-                }
-                let mut pads = [(0usize, 0usize); 4];
-                for (a, pad) in pads.iter_mut().enumerate() {
-                    *pad = (
-                        usize::try_from(p[2 * a]).map_err(|_| bad("negative padding"))?,
-                        usize::try_from(p[2 * a + 1]).map_err(|_| bad("negative padding"))?,
-                    );
-                }
-                Value::Act(g.pad(&x, pads)?)
+                Value::Act(g.pad_tf(&act(0)?, p, shape)?)
             }
             BuiltinOperator::MAX_POOL_2D => {
                 let o = op
                     .builtin_options_as_pool_2_doptions()
                     .ok_or_else(|| bad("MAX_POOL_2D without options"))?;
-                relu(o.fused_activation_function()).and_then(|r| {
-                    if r {
-                        Err(ConvertError::Unsupported("pooling with relu".into()))
-                    } else {
-                        Ok(())
-                    }
-                })?;
+                if relu(o.fused_activation_function())? {
+                    return Err(ConvertError::Unsupported("pooling with relu".into()));
+                }
                 Value::Act(g.max_pool(
                     &act(0)?,
                     (

@@ -11,9 +11,6 @@ use livegate_providers::embedded::Embedded;
 
 use crate::config::{ProviderKind, ProviderSpec};
 
-/// Environment variable naming the models directory.
-pub const MODELS_DIR_ENV: &str = "LIVEGATE_MODELS_DIR";
-
 /// `serve --models-dir`: set once at start, before any engine loads.
 static DEFAULT_DIR: OnceLock<PathBuf> = OnceLock::new();
 
@@ -23,16 +20,9 @@ pub fn set_default_models_dir(dir: PathBuf) -> bool {
     DEFAULT_DIR.set(dir).is_ok()
 }
 
-/// The per-user cache models are fetched into by default: `$XDG_CACHE_HOME/livegate/models`,
-/// else `~/.cache/livegate/models`.
-pub fn cache_models_dir() -> Option<PathBuf> {
-    livegate_engine::user_cache_dir()
-}
-
-/// The models directory: the config's `models_dir`, else `serve --models-dir`, else
-/// `LIVEGATE_MODELS_DIR`, else the first of `./models` and the user cache
-/// ([`cache_models_dir`]) that holds a `SHA256SUMS`; with neither, the user cache (where `serve`
-/// fetches them).
+/// The models directory: the config's `models_dir`, else `serve --models-dir`, else the
+/// engine's default ([`livegate_engine::default_models_dir`]: `LIVEGATE_MODELS_DIR`, `./models`
+/// when it holds a `SHA256SUMS`, the user cache where `serve` fetches them).
 pub fn models_dir(configured: Option<&Path>) -> PathBuf {
     if let Some(p) = configured {
         return p.to_owned();
@@ -40,15 +30,7 @@ pub fn models_dir(configured: Option<&Path>) -> PathBuf {
     if let Some(p) = DEFAULT_DIR.get() {
         return p.clone();
     }
-    if let Some(p) = std::env::var_os(MODELS_DIR_ENV) {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from("models");
-    let cache = cache_models_dir();
-    if local.join("SHA256SUMS").is_file() {
-        return local;
-    }
-    cache.unwrap_or(local)
+    livegate_engine::default_models_dir()
 }
 
 fn engines() -> &'static Mutex<HashMap<PathBuf, Engine>> {

@@ -137,49 +137,47 @@ fn shift_params(sql: &str, by: usize) -> String {
 /// whole statement, as at the end of each separate one.
 pub(crate) fn combine_inserts(stmts: Vec<Stmt>) -> Vec<Stmt> {
     let plain = |s: &Stmt| {
-        let head = s.sql.trim_start();
-        head.len() > 12
-            && head[..12].eq_ignore_ascii_case("INSERT INTO ")
-            && !s.sql.to_ascii_uppercase().contains("RETURNING")
+        let sql = s.sql.trim_start().as_bytes();
+        sql.len() > 12
+            && sql[..12].eq_ignore_ascii_case(b"INSERT INTO ")
+            && !sql.windows(9).any(|w| w.eq_ignore_ascii_case(b"RETURNING"))
+    };
+    let flush = |group: &mut Vec<Stmt>, out: &mut Vec<Stmt>| {
+        if group.len() < 2 {
+            out.append(group);
+            return;
+        }
+        let last = group.len() - 1;
+        let mut sql = String::from("WITH ");
+        let mut params = Vec::new();
+        for (i, s) in group.drain(..).enumerate() {
+            let part = shift_params(&s.sql, params.len());
+            if i < last {
+                sql.push_str(&format!("w{i} AS ({part}), "));
+            } else {
+                // The final INSERT is the statement's body, after the last CTE's comma.
+                sql.truncate(sql.len() - 2);
+                sql.push(' ');
+                sql.push_str(&part);
+            }
+            params.extend(s.params);
+        }
+        out.push(Stmt {
+            sql: sql.into(),
+            params,
+        });
     };
     let mut out: Vec<Stmt> = Vec::new();
     let mut group: Vec<Stmt> = Vec::new();
-    let flush = |group: &mut Vec<Stmt>, out: &mut Vec<Stmt>| {
-        match group.len() {
-            0 => {}
-            1 => out.append(group),
-            n => {
-                let mut sql = String::from("WITH ");
-                let mut params = Vec::new();
-                let last = n - 1;
-                for (i, s) in group.drain(..).enumerate() {
-                    let part = shift_params(&s.sql, params.len());
-                    if i < last {
-                        sql.push_str(&format!("w{i} AS ({part}), "));
-                    } else {
-                        // The final INSERT is the statement's body.
-                        if sql.ends_with(", ") {
-                            sql.truncate(sql.len() - 2);
-                        }
-                        sql.push(' ');
-                        sql.push_str(&part);
-                    }
-                    params.extend(s.params);
-                }
-                out.push(Stmt {
-                    sql: sql.into(),
-                    params,
-                });
-            }
-        }
-    };
+    let mut group_params = 0usize;
     for s in stmts {
-        let fits =
-            group.iter().map(|g| g.params.len()).sum::<usize>() + s.params.len() <= PG_MAX_PARAMS;
-        if !plain(&s) || !fits {
+        let is_plain = plain(&s);
+        if !is_plain || group_params + s.params.len() > PG_MAX_PARAMS {
             flush(&mut group, &mut out);
+            group_params = 0;
         }
-        if plain(&s) {
+        if is_plain {
+            group_params += s.params.len();
             group.push(s);
         } else {
             out.push(s);
@@ -249,8 +247,14 @@ pub(crate) trait Db: Send + Sync {
         Ok(())
     }
 
-    /// The statements in order, in a transaction of their own.
-    async fn execute_all(&self, stmts: Vec<Stmt>) -> StoreResult<()> {
+    /// The statements in order, in a transaction of their own (one statement is atomic by
+    /// itself: no BEGIN and COMMIT round trips around it).
+    async fn execute_all(&self, mut stmts: Vec<Stmt>) -> StoreResult<()> {
+        if stmts.len() == 1
+            && let Some(one) = stmts.pop()
+        {
+            return self.execute(one).await.map(|_| ());
+        }
         let mut tx = self.begin().await?;
         Self::run_all(&mut tx, stmts).await?;
         Self::commit(tx).await

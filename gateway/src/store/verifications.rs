@@ -138,9 +138,26 @@ pub(crate) async fn begin_results<D: Backend>(
     Ok(Some(tx))
 }
 
+/// Writes `writes` in a transaction of their own when they need nothing but their rows (no
+/// credits to settle, no idempotency key to answer or forget): on Postgres one statement, one
+/// round trip. False, with nothing written, when they need the backend's full transaction.
+pub(crate) async fn write_rows_only<D: Backend>(
+    db: &D,
+    writes: &[Arc<ResultWrite>],
+) -> StoreResult<bool> {
+    let rows_only = writes.iter().all(|w| {
+        w.settlement.is_none() && w.idempotency.is_none() && w.idempotency_forget.is_none()
+    });
+    if !rows_only || writes.is_empty() {
+        return Ok(false);
+    }
+    db.execute_all(results_statements(db, writes)).await?;
+    Ok(true)
+}
+
 /// What [`begin_results`] writes: the verification rows, attempts, kept faces and webhook
 /// messages of `writes`, as few statements as the backend can send.
-pub(crate) fn results_statements<D: Backend>(db: &D, writes: &[Arc<ResultWrite>]) -> Vec<Stmt> {
+fn results_statements<D: Backend>(db: &D, writes: &[Arc<ResultWrite>]) -> Vec<Stmt> {
     let mut rows = insert_statements(
         writes.iter().map(|w| &w.verification),
         writes.iter().flat_map(|w| &w.attempts),

@@ -84,16 +84,17 @@ async fn origins() -> &'static FsPath {
 }
 
 /// Serves the origins; `corrupt` flips a byte of that one file.
-async fn mirror(corrupt: Option<&'static str>) -> String {
+async fn mirror(corrupt: Option<&str>) -> String {
     let dir = origins().await.to_owned();
+    let corrupt = corrupt.map(str::to_owned);
     let app = axum::Router::new().route(
         "/m/{file}",
         axum::routing::get(move |Path(file): Path<String>| {
-            let dir = dir.clone();
+            let (dir, corrupt) = (dir.clone(), corrupt.clone());
             async move {
                 match tokio::fs::read(dir.join(&file)).await {
                     Ok(mut bytes) => {
-                        if corrupt == Some(file.as_str()) && !bytes.is_empty() {
+                        if corrupt.as_deref() == Some(file.as_str()) && !bytes.is_empty() {
                             let mid = bytes.len() / 2;
                             bytes[mid] ^= 0xFF;
                         }
@@ -209,7 +210,7 @@ async fn a_corrupted_origin_archive_is_refused_before_anything_is_converted() {
         .iter()
         .find_map(|f| f.archive.as_ref().map(|a| (f.file.clone(), a.clone())))
         .expect("a converted model");
-    let name: &'static str = Box::leak(archive.file_name().to_owned().into_boxed_str());
+    let name = archive.file_name();
     let base = mirror(Some(name)).await;
     let dir = temp_dir();
     let err = livegate::cli::models::fetch(&m, &dir, Some(&base))
@@ -356,7 +357,13 @@ async fn zero_config_serve_fetches_missing_models_then_serves() {
         .status()
         .expect("git clone");
     assert!(cloned.success(), "git clone of {root}");
-    assert!(!work.join("../shared").exists());
+    // Nothing beside the clone: no models, no sibling directories of the project.
+    let beside: Vec<_> = std::fs::read_dir(work.parent().expect("parent"))
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(beside, vec![std::ffi::OsString::from("livegate")]);
     let port = crate::harness::free_port();
     let serve = |extra: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"));

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::free_port;
-use crate::simulate_cli::{example, spawn, wait_for};
+use crate::simulate_cli::{Example, start_example};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -156,67 +155,20 @@ async fn readme_commands_run_as_written() {
         }
     }
 
-    // The example config, simulators on free ports, an operator key added.
-    let (didit, kairos, engine, gateway) = (free_port(), free_port(), free_port(), free_port());
+    // The example config with an operator key added, against the simulators.
     let admin_key = "readme-admin-key";
-    let mut config = example();
-    for (fixed, port) in [(9101, didit), (9102, kairos), (9103, engine)] {
-        config = config.replace(
-            &format!("http://127.0.0.1:{fixed}\""),
-            &format!("http://127.0.0.1:{port}\""),
-        );
-    }
-    config.push_str(&format!(
+    let admin = format!(
         "\nadmin: {{ keys: [\"sha256:{}\"] }}\n",
         hex::encode(Sha256::digest(admin_key))
-    ));
-    std::fs::write(dir.join("livegate.yaml"), config).expect("config");
-    let env = [
-        ("DIDIT_API_KEY", "didit-example-key".to_owned()),
-        ("KAIROS_APP_ID", "kairos-example-id".to_owned()),
-        ("KAIROS_APP_KEY", "kairos-example-key".to_owned()),
-        (
-            "COLLECTIONS_API_KEY",
-            crate::harness::COLL_SECRET.to_owned(),
-        ),
-        (
-            "DATABASE_URL",
-            format!("sqlite:{}", dir.join("livegate.db").display()),
-        ),
-        ("LIVEGATE_MODELS_DIR", crate::engine_server::models_dir()),
-    ];
-    let addr = |port: u16| format!("127.0.0.1:{port}");
-    let mut sims = spawn(
-        &[
-            "simulate",
-            "--didit",
-            &addr(didit),
-            "--kairos",
-            &addr(kairos),
-            "--collections",
-            &addr(engine),
-        ],
-        &[],
-        &dir.join("simulate.log"),
     );
-    let config_arg = dir.join("livegate.yaml").display().to_string();
-    let mut serve = spawn(
-        &["serve", "--config", &config_arg, "--listen", &addr(gateway)],
-        &env,
-        &dir.join("serve.log"),
-    );
-    wait_for(
-        &format!("http://127.0.0.1:{didit}/_sim/requests"),
-        &dir,
-        &mut [&mut sims, &mut serve],
-    )
-    .await;
-    wait_for(
-        &format!("http://127.0.0.1:{gateway}/readyz"),
-        &dir,
-        &mut [&mut sims, &mut serve],
-    )
-    .await;
+    let Example {
+        base,
+        env,
+        sims,
+        serve,
+        ..
+    } = start_example(&dir, &admin).await;
+    let gateway = base.trim_start_matches("http://");
 
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_livegate"))
         .parent()
@@ -243,8 +195,7 @@ async fn readme_commands_run_as_written() {
         // -f: an HTTP error status fails the command; -sS: quiet but for errors.
         let script = format!(
             "set -euo pipefail\ncurl() {{ command curl -fsS --max-time 30 \"$@\"; echo; }}\n{}\n",
-            cmds.join("\n")
-                .replace("127.0.0.1:8080", &format!("127.0.0.1:{gateway}"))
+            cmds.join("\n").replace("127.0.0.1:8080", gateway)
         );
         let out = tokio::time::timeout(
             std::time::Duration::from_secs(120),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{COLL_SECRET, Kill, free_port, jpeg, sim_requests_at};
 
-pub(crate) fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Kill {
+fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Kill {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_livegate"));
     cmd.args(args)
         .env_remove("LIVEGATE_CONFIG")
@@ -35,7 +35,7 @@ fn logs(dir: &Path) -> String {
 }
 
 /// Polls `url` until it answers 200; panics with the processes' logs after 60 s.
-pub(crate) async fn wait_for(url: &str, dir: &Path, children: &mut [&mut Kill]) {
+async fn wait_for(url: &str, dir: &Path, children: &mut [&mut Kill]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(r) = reqwest::get(url).await
@@ -53,7 +53,7 @@ pub(crate) async fn wait_for(url: &str, dir: &Path, children: &mut [&mut Kill]) 
     panic!("{url} did not come up:\n{}", logs(dir));
 }
 
-pub(crate) fn example() -> String {
+fn example() -> String {
     std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/livegate.example.yaml"
@@ -61,13 +61,22 @@ pub(crate) fn example() -> String {
     .expect("example config")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_example_tenant_works_against_livegate_simulate() {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("lg-simulate-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
+/// `livegate simulate` and `livegate serve` on the example config, both up: the simulators on
+/// free ports in place of the example's fixed ones, `extra` YAML appended to the config, the
+/// example's placeholder secrets in the environment.
+pub(crate) struct Example {
+    pub didit: u16,
+    pub kairos: u16,
+    pub engine: u16,
+    /// The gateway's base URL.
+    pub base: String,
+    /// What `serve` runs with (and a command on the same config needs).
+    pub env: Vec<(&'static str, String)>,
+    pub sims: Kill,
+    pub serve: Kill,
+}
 
-    // The example, with the simulators' fixed ports replaced by free ones.
+pub(crate) async fn start_example(dir: &Path, extra: &str) -> Example {
     let (didit, kairos, engine, gateway) = (free_port(), free_port(), free_port(), free_port());
     let mut config = example();
     for (fixed, port) in [(9101, didit), (9102, kairos), (9103, engine)] {
@@ -75,6 +84,7 @@ async fn every_example_tenant_works_against_livegate_simulate() {
         assert!(config.contains(&from), "the example points at {from}");
         config = config.replace(&from, &format!("http://127.0.0.1:{port}\""));
     }
+    config.push_str(extra);
     let config_path = dir.join("livegate.yaml");
     std::fs::write(&config_path, config).expect("write config");
 
@@ -92,7 +102,7 @@ async fn every_example_tenant_works_against_livegate_simulate() {
         &[],
         &dir.join("simulate.log"),
     );
-    let env = [
+    let env = vec![
         ("DIDIT_API_KEY", "didit-example-key".to_owned()),
         ("KAIROS_APP_ID", "kairos-example-id".to_owned()),
         ("KAIROS_APP_KEY", "kairos-example-key".to_owned()),
@@ -102,12 +112,7 @@ async fn every_example_tenant_works_against_livegate_simulate() {
             "DATABASE_URL",
             format!("sqlite:{}", dir.join("livegate.db").display()),
         ),
-        (
-            "LIVEGATE_MODELS_DIR",
-            std::env::var("LIVEGATE_MODELS_DIR").unwrap_or_else(|_| {
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models").to_owned()
-            }),
-        ),
+        ("LIVEGATE_MODELS_DIR", crate::engine_server::models_dir()),
     ];
     let config_arg = config_path.display().to_string();
     let mut serve = spawn(
@@ -117,15 +122,35 @@ async fn every_example_tenant_works_against_livegate_simulate() {
     );
     for port in [didit, kairos, engine] {
         let url = format!("http://127.0.0.1:{port}/_sim/requests");
-        wait_for(&url, &dir, &mut [&mut sims, &mut serve]).await;
+        wait_for(&url, dir, &mut [&mut sims, &mut serve]).await;
     }
     let base = format!("http://127.0.0.1:{gateway}");
-    wait_for(
-        &format!("{base}/readyz"),
-        &dir,
-        &mut [&mut sims, &mut serve],
-    )
-    .await;
+    wait_for(&format!("{base}/readyz"), dir, &mut [&mut sims, &mut serve]).await;
+    Example {
+        didit,
+        kairos,
+        engine,
+        base,
+        env,
+        sims,
+        serve,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_tenant_works_against_livegate_simulate() {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("lg-simulate-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let Example {
+        didit,
+        kairos,
+        engine,
+        base,
+        sims,
+        serve,
+        ..
+    } = start_example(&dir, "").await;
 
     // The example's tenants: their keys are the plain texts of the hashes in its comments.
     let client = reqwest::Client::new();

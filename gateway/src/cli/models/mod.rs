@@ -215,11 +215,11 @@ pub async fn fetch_with(
             Some(a) => {
                 let url = mirror(a.file_name()).unwrap_or_else(|| a.url.clone());
                 let archive = dir.join(format!(".{}.partial", a.file_name()));
-                let got = origin::download(&client, f, &url, &a.sha256, &archive, progress).await;
-                let built = match got {
-                    Ok(_) => origin::build(f, a, &url, &archive).await,
-                    Err(e) => Err(e),
-                };
+                let built = async {
+                    origin::download(&client, f, &url, &a.sha256, &archive, progress).await?;
+                    origin::build(f, a, &url, &archive).await
+                }
+                .await;
                 let _ = std::fs::remove_file(&archive);
                 let onnx = built?;
                 // Only a file with the pinned hash is written, and under its name only once whole.
@@ -337,11 +337,6 @@ mod tests {
             );
         }
     }
-}
-
-#[cfg(test)]
-mod archive_tests {
-    use super::Archive;
 
     #[test]
     fn a_mirror_serves_an_archive_under_its_file_name() {

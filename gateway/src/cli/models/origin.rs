@@ -130,6 +130,36 @@ fn members(a: &Archive, path: &Path) -> Result<Vec<Option<Vec<u8>>>, String> {
     Ok(found)
 }
 
+/// Why an archive did not give its ONNX file.
+enum Unbuilt {
+    Read(String),
+    Missing(String),
+    Convert(String),
+}
+
+/// Takes `a`'s members out of the archive at `path` and converts them to ONNX.
+fn unpack_and_convert(a: &Archive, path: &Path, name: &str) -> Result<Vec<u8>, Unbuilt> {
+    use livegate_engine::convert::{Format, Member, convert};
+    let format: Format = a
+        .convert
+        .parse()
+        .map_err(|e: livegate_engine::convert::ConvertError| Unbuilt::Convert(e.to_string()))?;
+    let found = members(a, path).map_err(|e| Unbuilt::Read(format!("reading the archive: {e}")))?;
+    let taken = a
+        .members
+        .iter()
+        .zip(found)
+        .map(|(member, bytes)| match bytes {
+            Some(bytes) => Ok(Member {
+                path: member.clone(),
+                bytes,
+            }),
+            None => Err(Unbuilt::Missing(member.clone())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    convert(format, &taken, name).map_err(|e| Unbuilt::Convert(e.to_string()))
+}
+
 /// Takes `a`'s members out of the verified archive at `path` and converts them to ONNX.
 pub(super) async fn build(
     f: &ModelFile,
@@ -137,47 +167,27 @@ pub(super) async fn build(
     url: &str,
     path: &Path,
 ) -> Result<Vec<u8>, FetchError> {
-    let convert = |member: &str, reason: String| FetchError::Convert {
+    let first = a.members.first().cloned().unwrap_or_default();
+    let convert = |reason: String| FetchError::Convert {
         file: f.file.clone(),
         url: url.to_owned(),
-        member: member.to_owned(),
+        member: first.clone(),
         origin: f.origin.clone(),
         reason,
     };
-    let first = a.members.first().cloned().unwrap_or_default();
-    let format: livegate_engine::convert::Format = a
-        .convert
-        .parse()
-        .map_err(|e: livegate_engine::convert::ConvertError| convert(&first, e.to_string()))?;
     let (a2, path2, name) = (a.clone(), path.to_owned(), f.file.clone());
     // Unpacking and converting are CPU work of seconds: off the async workers.
-    let joined = tokio::task::spawn_blocking(move || {
-        let found = members(&a2, &path2)?;
-        Ok::<_, String>((found, a2, name))
-    })
-    .await
-    .map_err(|e| convert(&first, e.to_string()))?;
-    let (found, a2, name) =
-        joined.map_err(|e| convert(&first, format!("reading the archive: {e}")))?;
-    let mut taken = Vec::with_capacity(found.len());
-    for (member, bytes) in a2.members.iter().zip(found) {
-        let Some(bytes) = bytes else {
-            return Err(FetchError::MissingMember {
-                file: f.file.clone(),
-                url: url.to_owned(),
-                member: member.clone(),
-                origin: f.origin.clone(),
-            });
-        };
-        taken.push(livegate_engine::convert::Member {
-            path: member.clone(),
-            bytes,
-        });
+    match tokio::task::spawn_blocking(move || unpack_and_convert(&a2, &path2, &name)).await {
+        Ok(Ok(onnx)) => Ok(onnx),
+        Ok(Err(Unbuilt::Missing(member))) => Err(FetchError::MissingMember {
+            file: f.file.clone(),
+            url: url.to_owned(),
+            member,
+            origin: f.origin.clone(),
+        }),
+        Ok(Err(Unbuilt::Read(reason) | Unbuilt::Convert(reason))) => Err(convert(reason)),
+        Err(e) => Err(convert(e.to_string())),
     }
-    tokio::task::spawn_blocking(move || livegate_engine::convert::convert(format, &taken, &name))
-        .await
-        .map_err(|e| convert(&first, e.to_string()))?
-        .map_err(|e| convert(&first, e.to_string()))
 }
 
 #[cfg(test)]

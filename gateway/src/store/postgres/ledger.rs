@@ -14,7 +14,7 @@ use crate::store::ledger::{
     self, LedgerRow, LedgerStore, ReserveOutcome, ReserveRequest, ResultWrite, Settlement, kind,
 };
 use crate::store::sql::Db;
-use crate::store::verifications::{CHUNK, begin_results, results_statements};
+use crate::store::verifications::{CHUNK, begin_results, write_rows_only};
 use crate::store::{StoreError, StoreResult};
 
 type Tx = <PgStore as Db>::Tx;
@@ -283,19 +283,8 @@ impl LedgerStore for PgStore {
     }
 
     async fn commit_results(&self, writes: &[Arc<ResultWrite>]) -> StoreResult<()> {
-        // Nothing to settle or answer: the rows alone, one statement, its own transaction
-        // (one round trip instead of BEGIN, one per table, COMMIT).
-        let only_rows = writes.iter().all(|w| {
-            w.settlement.is_none() && w.idempotency.is_none() && w.idempotency_forget.is_none()
-        });
-        if only_rows && !writes.is_empty() {
-            let mut stmts = results_statements(self, writes);
-            if stmts.len() == 1
-                && let Some(one) = stmts.pop()
-            {
-                self.execute(one).await?;
-                return Ok(());
-            }
+        if write_rows_only(self, writes).await? {
+            return Ok(());
         }
         let Some(mut tx) = begin_results(self, writes).await? else {
             return Ok(());
