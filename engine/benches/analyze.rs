@@ -1,6 +1,6 @@
 //! Benchmarks of the whole liveness check on the 640x480 samples.
 //!
-//! `cargo bench -p livegate-engine` (models from `LIVEGATE_MODELS_DIR`, else `./models` or the
+//! `cargo bench --profile dev --bench analyze` (models from `LIVEGATE_MODELS_DIR`, else `./models` or the
 //! user cache, as `livegate serve` looks them up).
 //!
 //! - `analyze`: decoded image in, analysis out (detection + both anti-spoofing models).

@@ -6,7 +6,9 @@
 //! The pgvector column of the README's table comes from livegate's `identify_pgvector` bench,
 //! on the same vectors.
 //!
-//! `cargo bench -p livegate-engine --bench identify --profile dev`
+//! `cargo bench --profile dev --bench identify`
+//!
+//! `LIVEGATE_BENCH_SIZES` (default `1000,10000,100000`) changes the collection sizes.
 //!
 //! After divan, the graph's recall@1 and recall@10 against the exact scan are printed, and the
 //! time to build each graph.
@@ -19,7 +21,17 @@ use livegate_engine::search::{FaceIndex, IndexOptions};
 use livegate_engine::{EMBEDDING_DIM, synthetic};
 use uuid::Uuid;
 
-const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+/// `LIVEGATE_BENCH_SIZES` (default `1000,10000,100000`), as in livegate's `identify_pgvector`.
+static SIZES: LazyLock<Vec<usize>> = LazyLock::new(|| {
+    std::env::var("LIVEGATE_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 100_000])
+});
+
+fn sizes() -> Vec<usize> {
+    SIZES.clone()
+}
 const QUERIES: usize = 200;
 
 static DATA: LazyLock<synthetic::Data> = LazyLock::new(synthetic::Data::from_env);
@@ -61,7 +73,7 @@ fn at(n: usize) -> usize {
     SIZES.iter().position(|&s| s == n).unwrap_or(0)
 }
 
-#[divan::bench(args = SIZES, sample_count = 50)]
+#[divan::bench(args = sizes(), sample_count = 50)]
 fn exact_top10(bencher: Bencher, n: usize) {
     let (index, probes) = (&EXACT[at(n)], &PROBES[at(n)]);
     let mut q = 0;
@@ -71,7 +83,7 @@ fn exact_top10(bencher: Bencher, n: usize) {
     });
 }
 
-#[divan::bench(args = SIZES, sample_count = 50)]
+#[divan::bench(args = sizes(), sample_count = 50)]
 fn hnsw_top10(bencher: Bencher, n: usize) {
     let (index, probes) = (&GRAPH[at(n)].0, &PROBES[at(n)]);
     let mut q = 0;

@@ -2,7 +2,7 @@
 //! rate (FMR) and false non-match rate (FNMR) at a range of thresholds.
 //!
 //! ```text
-//! cargo run --release -p livegate-engine --example calibrate -- [--augment] IDENTITY=IMAGE,IMAGE... ...
+//! cargo run --example calibrate -- [--augment] IDENTITY=IMAGE,IMAGE... ...
 //! ```
 //!
 //! Each argument names one identity and its photos. `--augment` adds three derived views of

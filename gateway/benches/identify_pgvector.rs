@@ -5,7 +5,7 @@
 //! iterative scan, the top-10 query). Prints, per size, the HNSW index build time, the query's
 //! median / p95 / fastest latency and recall@1 / recall@10 against the exact answer.
 //!
-//! `cargo bench --profile dev -p livegate --bench identify_pgvector` (Postgres with pgvector
+//! `cargo bench --profile dev --bench identify_pgvector` (Postgres with pgvector
 //! from `LIVEGATE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`; a
 //! fresh schema per run, dropped at the end). `LIVEGATE_BENCH_SIZES` (default
 //! `1000,10000,100000`), `LIVEGATE_BENCH_QUERIES` (default 200) and `LIVEGATE_BENCH_DATA`

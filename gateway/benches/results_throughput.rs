@@ -4,7 +4,7 @@
 //! concurrent requests. Prints the figure with group commit and, for comparison, with one
 //! transaction per verification.
 //!
-//! `cargo bench -p livegate --bench results_throughput` (Postgres from
+//! `cargo bench --profile dev --bench results_throughput` (Postgres from
 //! `LIVEGATE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`; a fresh
 //! schema per run). `LIVEGATE_BENCH_SECONDS` (default 5) and `LIVEGATE_BENCH_CONCURRENCY`
 //! (default 512) change the run.

@@ -1,7 +1,7 @@
 //! The samples against the reference pipeline.
 //!
-//! Reference values produced with `/work/shared/models/reference_pipeline.py` (numpy 2.4.6,
-//! Pillow 13.0.0, onnxruntime 1.31.1, one intra-op thread): `load_rgb` (EXIF applied),
+//! Reference values produced by the project's Python reference implementation of the pipeline
+//! (numpy 2.4.6, Pillow 13.0.0, onnxruntime 1.31.1, one intra-op thread): `load_rgb` (EXIF applied),
 //! `detect_faces` with the short-range model (it found one face in each sample, so the 256
 //! model was not needed), the largest face, then `minifas_real_prob` -> (V2, V1SE, fused).
 
