@@ -62,7 +62,10 @@ fn flag<'a>(words: &[&'a str], name: &str) -> Result<&'a str, String> {
 /// holds the build directory's lock while tests run, so a nested cargo would wait forever).
 fn slow_examples_run_in_ci() -> Result<(), String> {
     let ci = std::fs::read_to_string(format!("{ROOT}/.ci/run")).map_err(|e| e.to_string())?;
-    if !ci.lines().any(|l| l.contains("scripts/readme-slow-examples")) {
+    if !ci
+        .lines()
+        .any(|l| l.contains("scripts/readme-slow-examples"))
+    {
         return Err(".ci/run does not run scripts/readme-slow-examples".into());
     }
     Ok(())
@@ -95,7 +98,10 @@ fn kept(cmd: &str) -> Result<Kept, String> {
             })
             .collect();
         let [dir] = declaring.as_slice() else {
-            return Err(format!("{} packages declare a bench {bench}", declaring.len()));
+            return Err(format!(
+                "{} packages declare a bench {bench}",
+                declaring.len()
+            ));
         };
         if !dir.join(format!("benches/{bench}.rs")).is_file() {
             return Err(format!("no benches/{bench}.rs"));
@@ -112,9 +118,12 @@ fn kept(cmd: &str) -> Result<Kept, String> {
     }
     if let Some(rest) = cmd.strip_prefix("cargo run --example ") {
         let example = rest.split_whitespace().next().unwrap_or_default();
-        let found = PACKAGES
-            .iter()
-            .any(|dir| Path::new(ROOT).join(dir).join(format!("examples/{example}.rs")).is_file());
+        let found = PACKAGES.iter().any(|dir| {
+            Path::new(ROOT)
+                .join(dir)
+                .join(format!("examples/{example}.rs"))
+                .is_file()
+        });
         if !found {
             return Err(format!("no example {example}"));
         }
