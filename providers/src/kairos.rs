@@ -86,7 +86,7 @@ impl Settings {
 
 #[derive(Debug)]
 pub struct Kairos {
-    url: String,
+    url: http::Endpoint,
     auth: HeaderMap,
     http: HttpClient,
     profile: Profile,
@@ -104,7 +104,10 @@ impl Kairos {
             settings.path.as_str()
         };
         let slash = if path.starts_with('/') { "" } else { "/" };
-        let url = format!("{}{slash}{path}", settings.base_url.trim_end_matches('/'));
+        let url = http::Endpoint::new(format!(
+            "{}{slash}{path}",
+            settings.base_url.trim_end_matches('/')
+        ));
         let auth = auth_headers(&settings)?;
         // v0.1 documents 480x480 as the smallest image; v0.2 lowered it to 300 px.
         let min_side = if path.contains("v0.1") { 480 } else { 300 };
@@ -159,7 +162,7 @@ impl Provider for Kairos {
             .text("threshold", http::unit_decimal(req.threshold));
         let call = self
             .http
-            .post(&self.url)
+            .post_to(&self.url)
             .headers(self.auth.clone())
             .multipart(form);
         let ex = http::exchange(call, req.traceparent.as_deref()).await?;
@@ -562,12 +565,18 @@ mod tests {
             k.capabilities().formats,
             [ImageFormat::Jpeg, ImageFormat::Png]
         );
-        assert_eq!(k.url, "http://127.0.0.1:1/v0.2/liveness-verification");
+        assert_eq!(
+            k.url.as_str(),
+            "http://127.0.0.1:1/v0.2/liveness-verification"
+        );
         cfg.path = "/v0.1/liveness-verification".into();
         cfg.base_url.push('/');
         let k = kairos(cfg).expect("new");
         assert_eq!(k.capabilities().min_side, 480);
-        assert_eq!(k.url, "http://127.0.0.1:1/v0.1/liveness-verification");
+        assert_eq!(
+            k.url.as_str(),
+            "http://127.0.0.1:1/v0.1/liveness-verification"
+        );
         assert_eq!(k.kind(), "kairos");
         assert!(!format!("{k:?}").contains("key-secret"));
     }

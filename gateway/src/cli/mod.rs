@@ -62,6 +62,18 @@ pub async fn open_migrated(url: &str) -> anyhow::Result<store::DynStore> {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads running livegate's async work: connections, vendor calls, commits. One is
+    /// enough for thousands of forwarded selfies a second and costs the least CPU per request
+    /// (no wake-ups handed between threads); decoding and the built-in engine run on a pool
+    /// of their own whatever this is. Raise it for an instance that must forward more.
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEGATE_WORKER_THREADS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    worker_threads: u16,
 }
 
 #[derive(Subcommand)]
@@ -356,6 +368,7 @@ pub fn main() -> ExitCode {
         }
         other => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(usize::from(cli.worker_threads))
                 .enable_all()
                 .build()
             {

@@ -16,6 +16,8 @@
 //! - `livegate_credit_balance{tenant}`: the tenant's credit balance.
 //! - `livegate_store_batch_size`, `livegate_store_write_seconds`: verifications per group
 //!   commit of the results writer, and how long that transaction took.
+//! - `livegate_runtime_workers`: the threads running async work (`--worker-threads`), read at
+//!   scrape.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -105,6 +107,7 @@ pub struct Metrics {
     erasures: Family<ScopeLabels, Counter>,
     reviews: Family<ReviewLabels, Counter>,
     webhooks: Family<OutcomeLabels, Counter>,
+    workers: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,6 +212,12 @@ impl Metrics {
             "Webhook delivery attempts, by outcome (delivered, retry, failed)",
             webhooks.clone(),
         );
+        let workers = Gauge::default();
+        registry.register(
+            "livegate_runtime_workers",
+            "Threads running async work (--worker-threads)",
+            workers.clone(),
+        );
         Self {
             registry,
             requests,
@@ -226,6 +235,7 @@ impl Metrics {
             erasures,
             reviews,
             webhooks,
+            workers,
         }
     }
 
@@ -355,6 +365,10 @@ impl Metrics {
                     provider: name.clone(),
                 })
                 .set(*state);
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.workers
+                .set(i64::try_from(rt.metrics().num_workers()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         encode(&mut out, &self.registry)?;

@@ -271,6 +271,60 @@ async fn decompression_bombs_are_refused_before_decoding() {
     served.stop().await;
 }
 
+/// `livegate_runtime_workers` as scraped.
+async fn runtime_workers(base: &str) -> String {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("livegate_runtime_workers "))
+        .unwrap_or_else(|| panic!("no livegate_runtime_workers in:\n{text}"))
+        .trim()
+        .to_owned()
+}
+
+/// One async worker thread by default: forty verifications at once are all answered by it
+/// (the decoding pool and the vendor's latency are not its work); `LIVEGATE_WORKER_THREADS`
+/// (`--worker-threads`) raises it, and 0 is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_by_default_and_more_on_request() {
+    let didit = spawn_sim(livegate_simulators::didit::router()).await;
+    let yaml = config(&didit, "").replace("${TEST_DIDIT_KEY}", "k");
+    let served = crate::served::Served::start(&yaml, &[]).await;
+    assert_eq!(runtime_workers(&served.base).await, "1");
+    let client = reqwest::Client::new();
+    let calls: Vec<_> = (0..40u8)
+        .map(|i| {
+            let call = selfie_request(&client, &served.base, OTHER_KEY, jpeg(i), "s.jpg");
+            tokio::spawn(Harness::call(call))
+        })
+        .collect();
+    for c in calls {
+        let r = tokio::time::timeout(Duration::from_secs(30), c)
+            .await
+            .expect("answered in time")
+            .expect("join");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    served.stop().await;
+
+    let more = crate::served::Served::start(&yaml, &[("LIVEGATE_WORKER_THREADS", "3")]).await;
+    assert_eq!(runtime_workers(&more.base).await, "3");
+    more.stop().await;
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"))
+        .args(["serve", "--worker-threads", "0"])
+        .env_remove("LIVEGATE_WORKER_THREADS")
+        .output()
+        .expect("run livegate");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--worker-threads"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vendor_redirect_carries_no_credential() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

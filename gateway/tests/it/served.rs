@@ -15,7 +15,7 @@ pub struct Served {
 }
 
 /// Variables of the test's own environment that must not reach the child.
-const SCRUBBED: [&str; 7] = [
+const SCRUBBED: [&str; 8] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_SERVICE_NAME",
@@ -23,6 +23,7 @@ const SCRUBBED: [&str; 7] = [
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_SDK_DISABLED",
     "LIVEGATE_LOG_FORMAT",
+    "LIVEGATE_WORKER_THREADS",
 ];
 
 impl Served {
