@@ -62,10 +62,10 @@ pub async fn open_migrated(url: &str) -> anyhow::Result<store::DynStore> {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Threads running livegate's async work: connections, vendor calls, commits. One is
-    /// enough for thousands of forwarded selfies a second and costs the least CPU per request
-    /// (no wake-ups handed between threads); decoding and the built-in engine run on a pool
-    /// of their own whatever this is. Raise it for an instance that must forward more.
+    /// Threads running livegate's async work: connections, vendor calls, commits. One costs
+    /// the least CPU per request (no wake-ups handed between threads) and forwards about a
+    /// thousand selfies a second; decoding and the built-in engine run on a pool of their own
+    /// whatever this is. Raise it to the cores for an instance that must forward more.
     #[arg(
         long,
         global = true,
