@@ -484,7 +484,10 @@ tenants:
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("json");
     let id = v["id"].as_str().expect("id").to_owned();
-    // Committed, and not delivered: nothing listens on the hook's port yet.
+    // Committed, and not delivered: nothing listens on the hook's port yet. The failed attempt
+    // must be recorded (its error), not only claimed: a claim counts the attempt and locks the
+    // message for three send timeouts, and a kill between the two would leave it locked past
+    // this test's deadline (as it would in production, until the lock expires).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let log: Value = client
@@ -496,7 +499,9 @@ tenants:
             .json()
             .await
             .expect("json");
-        if log["data"][0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+        if log["data"][0]["attempts"].as_i64().unwrap_or(0) >= 1
+            && log["data"][0]["last_error"].is_string()
+        {
             assert_eq!(log["data"][0]["state"], "pending", "{log}");
             break;
         }
