@@ -22,12 +22,8 @@ use livegate_engine::{EMBEDDING_DIM, synthetic};
 use uuid::Uuid;
 
 /// `LIVEGATE_BENCH_SIZES` (default `1000,10000,100000`), as in livegate's `identify_pgvector`.
-static SIZES: LazyLock<Vec<usize>> = LazyLock::new(|| {
-    std::env::var("LIVEGATE_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000, 10_000, 100_000])
-});
+static SIZES: LazyLock<Vec<usize>> =
+    LazyLock::new(|| synthetic::counts_from_env("LIVEGATE_BENCH_SIZES", &[1_000, 10_000, 100_000]));
 
 fn sizes() -> Vec<usize> {
     SIZES.clone()

@@ -62,6 +62,15 @@ pub enum Data {
     FaceLike,
 }
 
+/// A comma-separated list of counts from the environment variable `name` (the benches'
+/// `LIVEGATE_BENCH_SIZES`, `LIVEGATE_BENCH_QUERIES`), else `default`.
+pub fn counts_from_env(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
 impl Data {
     /// From `LIVEGATE_BENCH_DATA` (`gaussian` or `face_like`, the default).
     pub fn from_env() -> Data {

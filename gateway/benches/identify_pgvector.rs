@@ -21,13 +21,6 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
-    std::env::var(name)
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| default.to_vec())
-}
-
 /// Loads `vectors` into collection `c{n}` (alone in the table) in batches (the index is dropped first and built
 /// once at the end, as for a bulk import), returns the ids and the index build time.
 async fn load(
@@ -105,8 +98,8 @@ fn ms(d: Duration) -> f64 {
 async fn main() {
     let url = std::env::var("LIVEGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let sizes = env_list("LIVEGATE_BENCH_SIZES", &[1_000, 10_000, 100_000]);
-    let queries = env_list("LIVEGATE_BENCH_QUERIES", &[200])
+    let sizes = synthetic::counts_from_env("LIVEGATE_BENCH_SIZES", &[1_000, 10_000, 100_000]);
+    let queries = synthetic::counts_from_env("LIVEGATE_BENCH_QUERIES", &[200])
         .first()
         .copied()
         .unwrap_or(200);

@@ -49,7 +49,7 @@ impl Settings {
 #[derive(Debug)]
 pub struct Didit {
     settings: Settings,
-    url: http::Endpoint,
+    url: url::Url,
     api_key: HeaderValue,
     http: HttpClient,
     profile: Profile,
@@ -61,10 +61,13 @@ impl Didit {
         settings: Settings,
         http: HttpClient,
     ) -> Result<Self, ProviderError> {
-        let url = http::Endpoint::new(format!(
-            "{}/v3/passive-liveness/",
-            settings.base_url.trim_end_matches('/')
-        ));
+        let url = http::endpoint(
+            &format!(
+                "{}/v3/passive-liveness/",
+                settings.base_url.trim_end_matches('/')
+            ),
+            "Didit",
+        )?;
         let api_key = http::secret_header(&settings.api_key, "Didit api_key")?;
         Ok(Self {
             settings,
@@ -110,7 +113,7 @@ impl Provider for Didit {
         }
         let call = self
             .http
-            .post_to(&self.url)
+            .post(self.url.clone())
             .header("x-api-key", self.api_key.clone())
             .multipart(form);
         let ex = http::exchange(call, req.traceparent.as_deref()).await?;

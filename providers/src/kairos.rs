@@ -86,7 +86,7 @@ impl Settings {
 
 #[derive(Debug)]
 pub struct Kairos {
-    url: http::Endpoint,
+    url: url::Url,
     auth: HeaderMap,
     http: HttpClient,
     profile: Profile,
@@ -104,10 +104,10 @@ impl Kairos {
             settings.path.as_str()
         };
         let slash = if path.starts_with('/') { "" } else { "/" };
-        let url = http::Endpoint::new(format!(
-            "{}{slash}{path}",
-            settings.base_url.trim_end_matches('/')
-        ));
+        let url = http::endpoint(
+            &format!("{}{slash}{path}", settings.base_url.trim_end_matches('/')),
+            "Kairos",
+        )?;
         let auth = auth_headers(&settings)?;
         // v0.1 documents 480x480 as the smallest image; v0.2 lowered it to 300 px.
         let min_side = if path.contains("v0.1") { 480 } else { 300 };
@@ -162,7 +162,7 @@ impl Provider for Kairos {
             .text("threshold", http::unit_decimal(req.threshold));
         let call = self
             .http
-            .post_to(&self.url)
+            .post(self.url.clone())
             .headers(self.auth.clone())
             .multipart(form);
         let ex = http::exchange(call, req.traceparent.as_deref()).await?;
