@@ -4,7 +4,7 @@
 #[allow(dead_code)]
 mod harness;
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{Duration, SubsecRound, TimeZone, Utc};
 use livegate::store::{AttemptRecord, DynStore, ListFilter, StoreError, VerificationRecord};
 use serde_json::json;
 use uuid::Uuid;
@@ -550,6 +550,125 @@ pub async fn a_kept_face_is_written_with_its_verification(s: DynStore) {
     assert_eq!(face.verification_id, v.id);
 }
 
+/// One batch of results, as the group commit sends it: a verdict with attempts, a failure
+/// row of nulls, and a verdict with its kept face and webhook messages, each read back as
+/// written.
+pub async fn a_batch_of_results_is_stored_as_written(s: DynStore) {
+    use livegate::store::ledger::{KeptFace, ResultWrite};
+    use livegate::store::webhooks::OutboxMessage;
+    let write = |verification: VerificationRecord, attempts: Vec<AttemptRecord>| ResultWrite {
+        verification,
+        attempts,
+        settlement: None,
+        idempotency: None,
+        idempotency_forget: None,
+        face: None,
+        webhooks: Vec::new(),
+    };
+    let at = Utc::now().trunc_subsecs(6);
+    let verdict = record("a", Some("approved"), at);
+    let attempts = vec![attempt(&verdict, 1, "error"), attempt(&verdict, 2, "ok")];
+    let mut failure = record("a", None, at);
+    failure.provider = None;
+    failure.provider_request_id = None;
+    failure.provider_decision = None;
+    failure.score = None;
+    failure.face = None;
+    failure.faces_detected = None;
+    failure.metadata = None;
+    failure.external_id = None;
+    failure.image_width = None;
+    failure.http_status = 400;
+    failure.error_code = Some("image_undecodable".into());
+    failure.error_detail = Some("it's \"broken\" — $1".into());
+    failure.trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
+    let told = record("b", Some("review"), at);
+    let messages: Vec<OutboxMessage> = (0..2)
+        .map(|i| OutboxMessage {
+            id: Uuid::now_v7(),
+            tenant_id: "b".into(),
+            url: format!("https://hooks.example/{i}"),
+            event: "verification.completed".into(),
+            verification_id: Some(told.id),
+            payload: format!("{{\"n\":{i}}}"),
+            created_at: at,
+        })
+        .collect();
+    let mut with_extras = write(told.clone(), vec![attempt(&told, 1, "ok")]);
+    with_extras.face = Some(KeptFace {
+        embedding: vec![0.5, -0.5, 0.25, 1.0],
+        approved: false,
+    });
+    with_extras.webhooks = messages.clone();
+    s.commit_results(&[
+        write(verdict.clone(), attempts.clone()).into(),
+        write(failure.clone(), vec![]).into(),
+        with_extras.into(),
+    ])
+    .await
+    .expect("commit");
+    assert_eq!(
+        s.get_verification("a", verdict.id).await.expect("verdict"),
+        verdict
+    );
+    assert_eq!(s.attempts(verdict.id).await.expect("attempts"), attempts);
+    assert_eq!(
+        s.get_verification("a", failure.id).await.expect("failure"),
+        failure
+    );
+    assert!(s.attempts(failure.id).await.expect("none").is_empty());
+    assert_eq!(s.get_verification("b", told.id).await.expect("told"), told);
+    assert_eq!(s.attempts(told.id).await.expect("one").len(), 1);
+    let face = s.verification_face("b", told.id).await.expect("face");
+    assert_eq!(face.embedding, vec![0.5, -0.5, 0.25, 1.0]);
+    assert!(!face.approved);
+    for m in &messages {
+        assert_eq!(&s.message(m.id).await.expect("message").message, m);
+    }
+}
+
+/// A batch whose webhook messages need more parameters than one Postgres statement takes
+/// (65 535) is stored whole all the same.
+pub async fn a_batch_past_the_parameter_limit_is_stored_whole(s: DynStore) {
+    use livegate::store::ledger::ResultWrite;
+    use livegate::store::webhooks::OutboxMessage;
+    let at = Utc::now().trunc_subsecs(6);
+    let writes: Vec<std::sync::Arc<ResultWrite>> = (0..3)
+        .map(|_| {
+            let v = record("a", Some("approved"), at);
+            let webhooks = (0..4000)
+                .map(|i| OutboxMessage {
+                    id: Uuid::now_v7(),
+                    tenant_id: "a".into(),
+                    url: format!("https://hooks.example/{i}"),
+                    event: "verification.completed".into(),
+                    verification_id: Some(v.id),
+                    payload: "{}".into(),
+                    created_at: at,
+                })
+                .collect();
+            std::sync::Arc::new(ResultWrite {
+                attempts: vec![attempt(&v, 1, "ok")],
+                verification: v,
+                settlement: None,
+                idempotency: None,
+                idempotency_forget: None,
+                face: None,
+                webhooks,
+            })
+        })
+        .collect();
+    s.commit_results(&writes).await.expect("commit");
+    for w in &writes {
+        let v = &w.verification;
+        assert_eq!(&s.get_verification("a", v.id).await.expect("row"), v);
+        assert_eq!(s.attempts(v.id).await.expect("attempt").len(), 1);
+        for m in [&w.webhooks[0], &w.webhooks[3999]] {
+            assert_eq!(&s.message(m.id).await.expect("message").message, m);
+        }
+    }
+}
+
 use ledger_cases::{
     a_batch_reserves_in_order, a_taken_over_key_is_completed_only_by_its_holder,
     accounts_open_once, adjustments_need_an_account,
@@ -587,4 +706,6 @@ conformance!(
     idempotency_keys_claim_replay_and_expire,
     a_taken_over_key_is_completed_only_by_its_holder,
     a_kept_face_is_written_with_its_verification,
+    a_batch_of_results_is_stored_as_written,
+    a_batch_past_the_parameter_limit_is_stored_whole,
 );

@@ -387,7 +387,13 @@ fn attempt_log(
 
 /// The image as this provider accepts it (transcoded or downscaled when needed).
 async fn adapted(g: &Arc<Guarded>, image: &ImageInput) -> Result<ImageInput, ProviderError> {
-    let caps = g.provider.capabilities().clone();
+    let caps = g.provider.capabilities();
+    // The usual case, an image the provider takes as sent, is a clone of a few handles: sending
+    // it to the blocking pool would cost two thread hand-offs per attempt for nothing.
+    if caps.takes_as_is(image.format, image.width, image.height, image.bytes.len()) {
+        return Ok(image.clone());
+    }
+    let caps = caps.clone();
     let original = image.clone();
     // Re-encoding is CPU work: keep it off the async workers.
     tokio::task::spawn_blocking(move || adapt_image(&original, &caps))

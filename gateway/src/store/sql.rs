@@ -95,11 +95,8 @@ impl Stmt {
     }
 }
 
-/// Postgres' limit on the parameters of one statement.
-const PG_MAX_PARAMS: usize = 65_535;
-
 /// `sql` with every `$n` outside quoted literals and identifiers shifted by `by`.
-fn shift_params(sql: &str, by: usize) -> String {
+pub(crate) fn shift_params(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut quote: Option<char> = None;
     let mut chars = sql.chars().peekable();
@@ -128,62 +125,6 @@ fn shift_params(sql: &str, by: usize) -> String {
         }
         out.push(c);
     }
-    out
-}
-
-/// Postgres: consecutive plain `INSERT`s (no `RETURNING`, no `WITH`) folded into one
-/// statement of data-modifying CTEs, so a batch of results is one round trip instead of one
-/// per table. Every part runs exactly once and foreign keys are checked at the end of the
-/// whole statement, as at the end of each separate one.
-pub(crate) fn combine_inserts(stmts: Vec<Stmt>) -> Vec<Stmt> {
-    let plain = |s: &Stmt| {
-        let sql = s.sql.trim_start().as_bytes();
-        sql.len() > 12
-            && sql[..12].eq_ignore_ascii_case(b"INSERT INTO ")
-            && !sql.windows(9).any(|w| w.eq_ignore_ascii_case(b"RETURNING"))
-    };
-    let flush = |group: &mut Vec<Stmt>, out: &mut Vec<Stmt>| {
-        if group.len() < 2 {
-            out.append(group);
-            return;
-        }
-        let last = group.len() - 1;
-        let mut sql = String::from("WITH ");
-        let mut params = Vec::new();
-        for (i, s) in group.drain(..).enumerate() {
-            let part = shift_params(&s.sql, params.len());
-            if i < last {
-                sql.push_str(&format!("w{i} AS ({part}), "));
-            } else {
-                // The final INSERT is the statement's body, after the last CTE's comma.
-                sql.truncate(sql.len() - 2);
-                sql.push(' ');
-                sql.push_str(&part);
-            }
-            params.extend(s.params);
-        }
-        out.push(Stmt {
-            sql: sql.into(),
-            params,
-        });
-    };
-    let mut out: Vec<Stmt> = Vec::new();
-    let mut group: Vec<Stmt> = Vec::new();
-    let mut group_params = 0usize;
-    for s in stmts {
-        let is_plain = plain(&s);
-        if !is_plain || group_params + s.params.len() > PG_MAX_PARAMS {
-            flush(&mut group, &mut out);
-            group_params = 0;
-        }
-        if is_plain {
-            group_params += s.params.len();
-            group.push(s);
-        } else {
-            out.push(s);
-        }
-    }
-    flush(&mut group, &mut out);
     out
 }
 
@@ -273,12 +214,6 @@ pub(crate) trait Backend: Db + LedgerStore + std::fmt::Debug + 'static {
     /// How many group-commit workers write at once (SQLite has one writer).
     fn writers(&self) -> usize;
 
-    /// The dialect's way to send several statements as fewer (Postgres folds INSERTs into
-    /// one); the statements as they are by default.
-    fn combine(&self, stmts: Vec<Stmt>) -> Vec<Stmt> {
-        stmts
-    }
-
     fn pgvector(&self) -> Option<&Pgvector> {
         None
     }
@@ -331,8 +266,17 @@ macro_rules! sqlx_db {
         time: |$t:ident| $time:expr,
         json: |$j:ident| $json:expr $(,)?
     ) => {
-        fn query(sql: &str, params: Vec<Param>) -> sqlx::query::Query<'_, $driver, $args> {
-            params.into_iter().fold(sqlx::query(sql), |q, p| match p {
+        fn query<'q>(sql: &'q str, params: Vec<Param>) -> sqlx::query::Query<'q, $driver, $args> {
+            bind_all(sqlx::query(sql), params)
+        }
+
+        /// `params` bound after what `q` already binds.
+        #[allow(dead_code)]
+        pub(crate) fn bind_all<'q>(
+            q: sqlx::query::Query<'q, $driver, $args>,
+            params: Vec<Param>,
+        ) -> sqlx::query::Query<'q, $driver, $args> {
+            params.into_iter().fold(q, |q, p| match p {
                 Param::Text(v) => q.bind(v),
                 Param::I64(v) => q.bind(v),
                 Param::I32(v) => q.bind(v),
@@ -383,7 +327,7 @@ macro_rules! sqlx_db {
 pub(crate) use sqlx_db;
 
 #[cfg(test)]
-mod combine_tests {
+mod shift_tests {
     use super::*;
 
     #[test]
@@ -396,24 +340,5 @@ mod combine_tests {
             shift_params("VALUES ('it''s $1', $1)", 1),
             "VALUES ('it''s $1', $2)"
         );
-    }
-
-    #[test]
-    fn consecutive_inserts_become_one_statement_of_ctes() {
-        let a = Stmt::new("INSERT INTO a (x) VALUES ($1)").bind(1_i64);
-        let b = Stmt::new("INSERT INTO b (x, y) VALUES ($1, $2)")
-            .bind(2_i64)
-            .bind(3_i64);
-        let c = Stmt::new("UPDATE c SET x = $1").bind(4_i64);
-        let d = Stmt::new("INSERT INTO d (x) VALUES ($1) RETURNING x").bind(5_i64);
-        let out = combine_inserts(vec![a, b, c, d]);
-        assert_eq!(out.len(), 3);
-        assert_eq!(
-            out[0].sql,
-            "WITH w0 AS (INSERT INTO a (x) VALUES ($1)) INSERT INTO b (x, y) VALUES ($2, $3)"
-        );
-        assert_eq!(out[0].params.len(), 3);
-        assert_eq!(out[1].sql, "UPDATE c SET x = $1");
-        assert_eq!(out[2].sql, "INSERT INTO d (x) VALUES ($1) RETURNING x");
     }
 }

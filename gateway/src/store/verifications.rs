@@ -40,7 +40,7 @@ pub(crate) fn insert_rows(table: &str, columns: &str, width: usize, rows: usize)
 }
 
 /// How many values a row of `columns` binds.
-fn width(columns: &str) -> usize {
+pub(crate) fn width(columns: &str) -> usize {
     columns.split(',').count()
 }
 
@@ -125,7 +125,8 @@ pub(crate) fn insert_statements<'a>(
 }
 
 /// A write transaction holding the results' verification rows and attempts, the first part
-/// of every backend's `commit_results`; `None` for no results.
+/// of SQLite's `commit_results` (Postgres sends them as arrays: `postgres/results.rs`); `None`
+/// for no results.
 pub(crate) async fn begin_results<D: Backend>(
     db: &D,
     writes: &[Arc<ResultWrite>],
@@ -138,30 +139,21 @@ pub(crate) async fn begin_results<D: Backend>(
     Ok(Some(tx))
 }
 
-/// Writes `writes` in a transaction of their own when they need nothing but their rows (no
-/// credits to settle, no idempotency key to answer or forget): on Postgres one statement, one
-/// round trip. False, with nothing written, when they need the backend's full transaction.
-pub(crate) async fn write_rows_only<D: Backend>(
-    db: &D,
-    writes: &[Arc<ResultWrite>],
-) -> StoreResult<bool> {
-    let rows_only = writes.iter().all(|w| {
-        w.settlement.is_none() && w.idempotency.is_none() && w.idempotency_forget.is_none()
-    });
-    if !rows_only || writes.is_empty() {
-        return Ok(false);
-    }
-    db.execute_all(results_statements(db, writes)).await?;
-    Ok(true)
-}
-
 /// What [`begin_results`] writes: the verification rows, attempts, kept faces and webhook
-/// messages of `writes`, as few statements as the backend can send.
+/// messages of `writes`.
 fn results_statements<D: Backend>(db: &D, writes: &[Arc<ResultWrite>]) -> Vec<Stmt> {
     let mut rows = insert_statements(
         writes.iter().map(|w| &w.verification),
         writes.iter().flat_map(|w| &w.attempts),
     );
+    rows.extend(extra_statements(db, writes));
+    rows
+}
+
+/// What is written with the results' rows besides them: kept faces and webhook messages, each
+/// a plain `INSERT` (Postgres folds them into the rows' statement, `postgres/results.rs`).
+pub(crate) fn extra_statements<D: Backend>(db: &D, writes: &[Arc<ResultWrite>]) -> Vec<Stmt> {
+    let mut rows = Vec::new();
     // A kept face is written with its verification: never one without the other.
     rows.extend(writes.iter().filter_map(|w| {
         let v = &w.verification;
@@ -180,7 +172,7 @@ fn results_statements<D: Backend>(db: &D, writes: &[Arc<ResultWrite>]) -> Vec<St
             .flat_map(|w| &w.webhooks)
             .map(super::webhooks::insert_message),
     );
-    db.combine(rows)
+    rows
 }
 
 pub(crate) fn verification(row: &impl Cols) -> StoreResult<VerificationRecord> {

@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{PgStore, results};
 use crate::store::ledger::{
     self, LedgerRow, LedgerStore, ReserveOutcome, ReserveRequest, ResultWrite, Settlement, kind,
 };
 use crate::store::sql::Db;
-use crate::store::verifications::{CHUNK, begin_results, write_rows_only};
+use crate::store::verifications::CHUNK;
 use crate::store::{StoreError, StoreResult};
 
 type Tx = <PgStore as Db>::Tx;
@@ -283,12 +283,37 @@ impl LedgerStore for PgStore {
     }
 
     async fn commit_results(&self, writes: &[Arc<ResultWrite>]) -> StoreResult<()> {
-        if write_rows_only(self, writes).await? {
+        if writes.is_empty() {
             return Ok(());
         }
-        let Some(mut tx) = begin_results(self, writes).await? else {
+        // Nothing to settle, answer or forget: the rows' one statement is its own transaction,
+        // one round trip.
+        let rows_only = writes.iter().all(|w| {
+            w.settlement.is_none() && w.idempotency.is_none() && w.idempotency_forget.is_none()
+        });
+        let mut parts = results::parts(self, writes);
+        if rows_only
+            && parts.len() == 1
+            && let Some(part) = parts.pop()
+        {
+            let mut conn = self.writer().await?;
+            let done = results::insert(&mut *conn, part).await;
+            match &done {
+                Ok(()) => self.keep_writer(conn),
+                // The pool tests a connection given back, and drops it if it is broken.
+                Err(StoreError::Unavailable(_)) => self.drop_writers(),
+                Err(_) => {}
+            }
+            return done;
+        }
+        let mut tx = self.begin().await?;
+        for part in parts {
+            results::insert(&mut *tx, part).await?;
+        }
+        if rows_only {
+            tx.commit().await?;
             return Ok(());
-        };
+        }
         let now = Utc::now();
 
         let deltas = settle(&mut tx, writes, now).await?;

@@ -5,11 +5,14 @@
 mod ledger;
 mod partitions;
 pub(crate) mod pgvector;
+mod results;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row};
@@ -30,7 +33,18 @@ pub struct PgStore {
     locks: PgPool,
     /// Set by `migrate` when the server has pgvector (`pgvector.rs`).
     pgvector: Arc<OnceLock<Option<Pgvector>>>,
+    /// Connections the results writers keep between batches (`writer`, `keep_writer`).
+    held: Arc<Held>,
 }
+
+/// Pooled connections kept out of the pool between uses, each with when it was last used:
+/// sqlx tests a connection with a round trip every time it goes back to the pool, which for the
+/// results writers was one more round trip per batch.
+#[derive(Debug, Default)]
+struct Held(std::sync::Mutex<Vec<(PoolConnection<Postgres>, Instant)>>);
+
+/// Connections kept at most: one per results writer (`Backend::writers`).
+const HELD: usize = 4;
 
 /// How long a pooled connection may sit idle before it is pinged ahead of its next use.
 const PING_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -89,7 +103,43 @@ impl PgStore {
             pool,
             locks,
             pgvector: Arc::default(),
+            held: Arc::default(),
         })
+    }
+
+    /// A connection for a results batch: the one a writer kept last (tested first if it sat
+    /// idle as long as the pool would test it), else one from the pool.
+    async fn writer(&self) -> StoreResult<PoolConnection<Postgres>> {
+        let kept = self.held.0.lock().ok().and_then(|mut held| held.pop());
+        if let Some((mut conn, since)) = kept {
+            if since.elapsed() < PING_WHEN_IDLE || sqlx::Connection::ping(&mut *conn).await.is_ok()
+            {
+                return Ok(conn);
+            }
+            // Gone (a restarted server): so, likely, are the others kept with it.
+            self.drop_writers();
+        }
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Keep a connection whose batch went through, for the next batch.
+    fn keep_writer(&self, conn: PoolConnection<Postgres>) {
+        if let Ok(mut held) = self.held.0.lock()
+            && held.len() < HELD
+        {
+            held.push((conn, Instant::now()));
+        }
+    }
+
+    /// Hand every kept connection back to the pool, which tests each.
+    fn drop_writers(&self) {
+        let kept = self
+            .held
+            .0
+            .lock()
+            .map(|mut held| std::mem::take(&mut *held))
+            .unwrap_or_default();
+        drop(kept);
     }
 }
 
@@ -131,10 +181,6 @@ impl Backend for PgStore {
             let _ = self.pgvector.set(found);
         }
         Ok(())
-    }
-
-    fn combine(&self, stmts: Vec<Stmt>) -> Vec<Stmt> {
-        crate::store::sql::combine_inserts(stmts)
     }
 
     fn writers(&self) -> usize {

@@ -91,7 +91,7 @@ impl Cols for SqliteRow {
 }
 
 sqlx_db!(
-    SqliteStore, Sqlite, SqliteRow, SqliteArguments<'_>,
+    SqliteStore, Sqlite, SqliteRow, SqliteArguments<'q>,
     begin: |pool| pool.begin_with(BEGIN),
     uuid: |v| v.map(|u| u.to_string()),
     time: |v| v.as_ref().map(ts),
