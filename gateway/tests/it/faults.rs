@@ -621,3 +621,56 @@ async fn reads_after_a_database_restart_meet_no_dead_connection() {
         assert_eq!(r.status, 200, "read {i} after the restart: {}", r.body);
     }
 }
+
+/// The results writers keep their connections between batches instead of handing them back to
+/// the pool. After the database restarts, the connections they kept are dead: verifications
+/// that come once they have sat idle are still answered and stored, every one (a kept
+/// connection idle past a second is tested before it is used, and a dead one is dropped with
+/// the others kept beside it, not used again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_a_database_restart_meet_no_dead_connection() {
+    let Some((cut, store)) = proxied_store().await else {
+        return;
+    };
+    let h = Harness::start_on(store, yaml, Default::default(), None).await;
+    let verify = |n: u8| {
+        Harness::call(selfie_request(
+            &h.client,
+            &h.base,
+            PATIENT_KEY,
+            jpeg(n),
+            "s.jpg",
+        ))
+    };
+    // Concurrent requests, so that several writers commit and keep a connection.
+    let before = futures::future::join_all((0..16u8).map(verify)).await;
+    assert!(
+        before.iter().all(|r| r.status == 200),
+        "before the restart: {:?}",
+        before.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    cut.cut();
+    cut.restore();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let mut ids = Vec::new();
+    for n in 0..8u8 {
+        let started = Instant::now();
+        let r = verify(100 + n).await;
+        assert_eq!(r.status, 200, "verification {n} after the restart: {}", r.body);
+        // Within the first retry's backoff of a commit that met a dead connection, and far
+        // from `limits.commit_grace_ms`.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "verification {n} took {:?}",
+            started.elapsed()
+        );
+        ids.push(r.body["id"].as_str().expect("id").to_owned());
+    }
+    let rows = all_rows(&h.store, "patient").await;
+    for id in &ids {
+        assert!(
+            rows.iter().any(|r| &r.id.to_string() == id),
+            "{id} not stored"
+        );
+    }
+}
