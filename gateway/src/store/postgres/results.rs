@@ -3,8 +3,8 @@
 //! webhook messages after them. The statement's text depends only on how many rows it holds,
 //! so it is built once per shape and kept (sqlx keeps it prepared per connection, Postgres plans
 //! it generically), and the values are bound from the results where they are, not copied.
-//! Arrays through `UNNEST` would give one text for every batch, but cost Postgres a third more
-//! per single-row batch, the common case.
+//! Arrays through `UNNEST` would give one text for every batch, but cost Postgres more per
+//! single-row batch, the common case (measured: `docs/benchmarks.md`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
