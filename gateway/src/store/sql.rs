@@ -95,6 +95,29 @@ impl Stmt {
     }
 }
 
+/// Where a row's values go, in column order: a backend-neutral [`Stmt`] (owned copies), or a
+/// Postgres query bound in place (`postgres/results.rs`). One list of a row's values
+/// (`verifications.rs`, `bind_verification`) serves both.
+pub(crate) trait Binds<'q>: Sized {
+    fn value<T>(self, v: T) -> Self
+    where
+        T: Into<Param> + sqlx::Encode<'q, Postgres> + Type<Postgres> + 'q;
+    fn json(self, v: Option<&'q serde_json::Value>) -> Self;
+}
+
+impl<'q> Binds<'q> for Stmt {
+    fn value<T>(self, v: T) -> Self
+    where
+        T: Into<Param> + sqlx::Encode<'q, Postgres> + Type<Postgres> + 'q,
+    {
+        self.bind(v)
+    }
+
+    fn json(self, v: Option<&'q serde_json::Value>) -> Self {
+        Stmt::json(self, v)
+    }
+}
+
 /// `sql` with every `$n` outside quoted literals and identifiers shifted by `by`.
 pub(crate) fn shift_params(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);

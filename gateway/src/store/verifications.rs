@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::identity::insert_face;
 use super::ledger::ResultWrite;
-use super::sql::{Backend, Cols, Stmt};
+use super::sql::{Backend, Binds, Cols, Stmt};
 use super::{AttemptRecord, ListFilter, Store, StoreResult, VerificationRecord, clamp_limit};
 
 pub(crate) const COLUMNS: &str = "id, tenant_id, request_id, provider, provider_request_id, decision, is_live, score, \
@@ -45,51 +45,51 @@ pub(crate) fn width(columns: &str) -> usize {
 }
 
 /// Binds one verification row's values, in `COLUMNS` order.
-pub(crate) fn bind_verification(s: Stmt, v: &VerificationRecord) -> Stmt {
-    s.bind(v.id)
-        .bind(&v.tenant_id)
-        .bind(&v.request_id)
-        .bind(&v.provider)
-        .bind(&v.provider_request_id)
-        .bind(&v.decision)
-        .bind(v.is_live)
-        .bind(v.score)
-        .bind(v.threshold)
-        .bind(&v.spoof_type)
+pub(crate) fn bind_verification<'q, B: Binds<'q>>(s: B, v: &'q VerificationRecord) -> B {
+    s.value(v.id)
+        .value(v.tenant_id.as_str())
+        .value(v.request_id.as_str())
+        .value(v.provider.as_deref())
+        .value(v.provider_request_id.as_deref())
+        .value(v.decision.as_deref())
+        .value(v.is_live)
+        .value(v.score)
+        .value(v.threshold)
+        .value(v.spoof_type.as_deref())
         .json(Some(&v.warnings))
         .json(v.face.as_ref())
-        .bind(v.faces_detected)
-        .bind(&v.image_sha256)
-        .bind(&v.image_format)
-        .bind(v.image_width)
-        .bind(v.image_height)
-        .bind(&v.external_id)
+        .value(v.faces_detected)
+        .value(v.image_sha256.as_deref())
+        .value(v.image_format.as_deref())
+        .value(v.image_width)
+        .value(v.image_height)
+        .value(v.external_id.as_deref())
         .json(v.metadata.as_ref())
-        .bind(v.http_status)
-        .bind(&v.error_code)
-        .bind(&v.error_detail)
-        .bind(v.latency_ms)
-        .bind(&v.config_hash)
-        .bind(&v.trace_id)
-        .bind(v.created_at)
-        .bind(&v.provider_decision)
-        .bind(v.erased_at)
+        .value(v.http_status)
+        .value(v.error_code.as_deref())
+        .value(v.error_detail.as_deref())
+        .value(v.latency_ms)
+        .value(v.config_hash.as_deref())
+        .value(v.trace_id.as_deref())
+        .value(v.created_at)
+        .value(v.provider_decision.as_deref())
+        .value(v.erased_at)
 }
 
 /// Binds one attempt row's values, in `ATTEMPT_COLUMNS` order.
-pub(crate) fn bind_attempt(s: Stmt, a: &AttemptRecord) -> Stmt {
-    s.bind(a.verification_id)
-        .bind(a.attempt_no)
-        .bind(&a.provider)
-        .bind(&a.provider_kind)
-        .bind(&a.outcome)
-        .bind(a.shadow)
-        .bind(a.score)
-        .bind(&a.error_code)
-        .bind(a.upstream_status)
-        .bind(a.latency_ms)
-        .bind(&a.raw_body)
-        .bind(a.created_at)
+pub(crate) fn bind_attempt<'q, B: Binds<'q>>(s: B, a: &'q AttemptRecord) -> B {
+    s.value(a.verification_id)
+        .value(a.attempt_no)
+        .value(a.provider.as_str())
+        .value(a.provider_kind.as_str())
+        .value(a.outcome.as_str())
+        .value(a.shadow)
+        .value(a.score)
+        .value(a.error_code.as_deref())
+        .value(a.upstream_status)
+        .value(a.latency_ms)
+        .value(a.raw_body.as_deref())
+        .value(a.created_at)
 }
 
 /// Rows per multi-row INSERT: at 28 binds a verification row stays far below Postgres' 65535

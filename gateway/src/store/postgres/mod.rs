@@ -133,13 +133,9 @@ impl PgStore {
 
     /// Hand every kept connection back to the pool, which tests each.
     fn drop_writers(&self) {
-        let kept = self
-            .held
-            .0
-            .lock()
-            .map(|mut held| std::mem::take(&mut *held))
-            .unwrap_or_default();
-        drop(kept);
+        if let Ok(mut held) = self.held.0.lock() {
+            held.clear();
+        }
     }
 }
 

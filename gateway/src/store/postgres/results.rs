@@ -16,9 +16,11 @@ use sqlx::{Executor, Postgres};
 
 use super::PgStore;
 use crate::store::ledger::ResultWrite;
-use crate::store::sql::{Stmt, shift_params};
-use crate::store::verifications::{ATTEMPT_COLUMNS, COLUMNS, extra_statements, insert_rows, width};
-use crate::store::{AttemptRecord, StoreResult, VerificationRecord};
+use crate::store::sql::{Binds, Param, Stmt, shift_params};
+use crate::store::verifications::{
+    ATTEMPT_COLUMNS, COLUMNS, bind_attempt, bind_verification, extra_statements, insert_rows, width,
+};
+use crate::store::{AttemptRecord, StoreResult};
 
 /// Postgres' limit on the parameters of one statement.
 const PG_MAX_PARAMS: usize = 65_535;
@@ -144,52 +146,18 @@ fn build(verifications: usize, attempts: usize, extras: &[Stmt]) -> String {
 
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// One verification row's values, in [`COLUMNS`] order, borrowed.
-fn bind_verification<'q>(q: PgQuery<'q>, v: &'q VerificationRecord) -> PgQuery<'q> {
-    q.bind(v.id)
-        .bind(v.tenant_id.as_str())
-        .bind(v.request_id.as_str())
-        .bind(v.provider.as_deref())
-        .bind(v.provider_request_id.as_deref())
-        .bind(v.decision.as_deref())
-        .bind(v.is_live)
-        .bind(v.score)
-        .bind(v.threshold)
-        .bind(v.spoof_type.as_deref())
-        .bind(Json(&v.warnings))
-        .bind(v.face.as_ref().map(Json))
-        .bind(v.faces_detected)
-        .bind(v.image_sha256.as_deref())
-        .bind(v.image_format.as_deref())
-        .bind(v.image_width)
-        .bind(v.image_height)
-        .bind(v.external_id.as_deref())
-        .bind(v.metadata.as_ref().map(Json))
-        .bind(v.http_status)
-        .bind(v.error_code.as_deref())
-        .bind(v.error_detail.as_deref())
-        .bind(v.latency_ms)
-        .bind(v.config_hash.as_deref())
-        .bind(v.trace_id.as_deref())
-        .bind(v.created_at)
-        .bind(v.provider_decision.as_deref())
-        .bind(v.erased_at)
-}
+/// A row's values bound straight into the query, borrowed from the results.
+impl<'q> Binds<'q> for PgQuery<'q> {
+    fn value<T>(self, v: T) -> Self
+    where
+        T: Into<Param> + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'q,
+    {
+        self.bind(v)
+    }
 
-/// One attempt row's values, in [`ATTEMPT_COLUMNS`] order, borrowed.
-fn bind_attempt<'q>(q: PgQuery<'q>, a: &'q AttemptRecord) -> PgQuery<'q> {
-    q.bind(a.verification_id)
-        .bind(a.attempt_no)
-        .bind(a.provider.as_str())
-        .bind(a.provider_kind.as_str())
-        .bind(a.outcome.as_str())
-        .bind(a.shadow)
-        .bind(a.score)
-        .bind(a.error_code.as_deref())
-        .bind(a.upstream_status)
-        .bind(a.latency_ms)
-        .bind(a.raw_body.as_deref())
-        .bind(a.created_at)
+    fn json(self, v: Option<&'q serde_json::Value>) -> Self {
+        self.bind(v.map(Json))
+    }
 }
 
 #[cfg(test)]
