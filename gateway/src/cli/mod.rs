@@ -63,7 +63,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Threads running livegate's async work: connections, vendor calls, commits. One costs
-    /// the least CPU per request (no wake-ups handed between threads) and forwards about a
+    /// the least CPU per request (no wake-ups handed between threads) and forwards well over a
     /// thousand selfies a second; decoding and the built-in engine run on a pool of their own
     /// whatever this is. Raise it to the cores for an instance that must forward more.
     #[arg(
