@@ -14,8 +14,6 @@ pub struct ImageInput {
     /// Dimensions after the EXIF orientation was applied.
     pub width: u32,
     pub height: u32,
-    /// Hex SHA-256 of the bytes as the caller sent them.
-    pub sha256: String,
     /// The decoded pixels (8-bit RGB, EXIF orientation applied), shared by everyone who needs
     /// them; `None` for an image that is only forwarded, which is never decoded.
     pub decoded: Option<Arc<DynamicImage>>,
@@ -100,7 +98,6 @@ pub fn adapt_image(input: &ImageInput, caps: &Capabilities) -> Result<ImageInput
         let bytes = encode(&rgb, target, quality)?;
         if bytes.len() <= caps.max_bytes {
             return Ok(ImageInput {
-                sha256: input.sha256.clone(),
                 width: rgb.width(),
                 height: rgb.height(),
                 format: target,
@@ -144,7 +141,6 @@ mod tests {
             format,
             width: w,
             height: h,
-            sha256: "x".into(),
             decoded: Some(Arc::new(img)),
         }
     }

@@ -122,7 +122,6 @@ pub fn request(format: ImageFormat, width: u32, height: u32, threshold: f64) -> 
             format,
             width,
             height,
-            sha256: "x".into(),
             decoded: Some(Arc::new(img)),
         },
         threshold,

@@ -23,7 +23,6 @@ async fn a_full_queue_is_refused_as_overloaded() {
         decoded: Some(Arc::new(image::DynamicImage::ImageRgb8(decoded))),
         bytes: bytes.into(),
         format: ImageFormat::Jpeg,
-        sha256: String::new(),
     };
     let settings = Settings {
         workers: Some(1),

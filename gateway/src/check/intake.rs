@@ -116,24 +116,13 @@ pub fn admit(
             "send the image as multipart field `image` or JSON `image_base64`",
         )
     })?;
-    let facts = facts(&image);
-    rec.image_sha256 = Some(facts.sha256);
-    rec.image_format = facts.format.map(|f| f.extension().to_owned());
+    rec.image_format = ImageFormat::sniff(&image).map(|f| f.extension().to_owned());
     Ok(Admitted { sub, image })
 }
 
-/// Facts about the image known before decoding, kept for the verification row.
-#[derive(Debug, Clone)]
-pub struct ImageFacts {
-    pub sha256: String,
-    pub format: Option<ImageFormat>,
-}
-
-pub fn facts(bytes: &[u8]) -> ImageFacts {
-    ImageFacts {
-        sha256: hex::encode(Sha256::digest(bytes)),
-        format: ImageFormat::sniff(bytes),
-    }
+/// The row's `image_sha256`: hex SHA-256 of the image as the caller sent it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn header_caps(limits: &Limits) -> HeaderCaps {
@@ -152,8 +141,7 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Header, ApiError> {
 /// thread.
 pub fn decode(bytes: Bytes, limits: &Limits) -> Result<ImageInput, ApiError> {
     let header = inspect(&bytes, limits)?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    decode_with(bytes, &header, sha256, limits)
+    decode_with(bytes, &header, limits)
 }
 
 /// What every vendor and shadow is sent: the caller's bytes without their personal metadata
@@ -169,25 +157,19 @@ fn without_metadata(bytes: Bytes, header: &Header) -> Bytes {
 
 /// An image [`inspect`] passed, as it is forwarded without decoding: its dimensions are the
 /// header's, turned by its EXIF orientation.
-pub fn undecoded(bytes: Bytes, header: &Header, sha256: String) -> ImageInput {
+pub fn undecoded(bytes: Bytes, header: &Header) -> ImageInput {
     let (width, height) = header.oriented_size();
     ImageInput {
         width,
         height,
         bytes: without_metadata(bytes, header),
         format: header.format,
-        sha256,
         decoded: None,
     }
 }
 
-/// [`decode`] of an image [`inspect`] already passed, whose SHA-256 is known.
-pub fn decode_with(
-    bytes: Bytes,
-    header: &Header,
-    sha256: String,
-    limits: &Limits,
-) -> Result<ImageInput, ApiError> {
+/// [`decode`] of an image [`inspect`] already passed.
+pub fn decode_with(bytes: Bytes, header: &Header, limits: &Limits) -> Result<ImageInput, ApiError> {
     let undecodable = |e: image::ImageError| {
         ApiError::new(
             ErrorCode::ImageUndecodable,
@@ -208,7 +190,6 @@ pub fn decode_with(
         height: img.height(),
         bytes: without_metadata(bytes, header),
         format: header.format,
-        sha256,
         decoded: Some(Arc::new(img)),
     })
 }

@@ -36,6 +36,9 @@ pub struct Draft {
     /// the commit.
     pub face: Option<KeptFace>,
     pub face_turn: Option<crate::check::faces::Turn>,
+    /// The caller's image while its hash (the row's `image_sha256`) is still to be taken: the
+    /// pipeline hashes it while the vendor works, and the commit does if nothing did.
+    pub unhashed: Option<bytes::Bytes>,
 }
 
 impl Draft {
@@ -79,6 +82,14 @@ impl Draft {
             idempotency_key: None,
             face: None,
             face_turn: None,
+            unhashed: None,
+        }
+    }
+
+    /// Take the image's hash now, if it is still to be taken.
+    pub fn hash_image(&mut self) {
+        if let Some(image) = self.unhashed.take() {
+            self.record.image_sha256 = Some(crate::check::intake::sha256_hex(&image));
         }
     }
 
@@ -257,6 +268,7 @@ pub async fn commit(
     grace: Duration,
 ) -> Result<Verification, ApiError> {
     draft.record.latency_ms = latency_ms;
+    draft.hash_image();
     if let Err(e) = &outcome {
         draft.fail(e);
     }

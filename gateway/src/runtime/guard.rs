@@ -325,7 +325,6 @@ mod tests {
                 format: livegate_providers::ImageFormat::Jpeg,
                 width: 1,
                 height: 1,
-                sha256: String::new(),
                 decoded: Some(Arc::new(decoded)),
             },
             threshold: 0.5,

@@ -305,6 +305,13 @@ async fn idempotency_replays_without_charging(h: Harness) {
     let again = post_with_key(&h, "order-1", jpeg(5), "0.6").await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body, first.body);
+    let (row, _) = h
+        .row("metered", first.body["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(
+        row.image_sha256,
+        Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(jpeg(5))))
+    );
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(h.sim_requests().await.len(), calls);
     assert_eq!(h.row_count("metered").await, 1);

@@ -2,6 +2,10 @@ use serde_json::json;
 
 use crate::harness::{ACME_KEY, DIDIT_SECRET, Harness, encode, jpeg};
 
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
 crate::backend_matrix!(
     approved_and_threshold_reaches_didit,
     upstream_approval_below_tenant_threshold_is_declined,
@@ -68,7 +72,7 @@ async fn approved_and_threshold_reaches_didit(h: Harness) {
     );
     assert_eq!(sent["fields"]["save_api_request"], "false");
     assert_eq!(sent["headers"]["x-api-key"], DIDIT_SECRET);
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&img));
+    let sha = sha256(&img);
     assert_eq!(sent["files"]["user_image"]["sha256"], sha);
 
     let (row, attempts) = h.row("acme", b["id"].as_str().expect("id")).await;
@@ -164,6 +168,8 @@ async fn upstream_failure(
     assert_eq!(row.error_code.as_deref(), Some(code));
     assert_eq!(row.http_status, i32::from(status));
     assert_eq!(row.decision, None);
+    // Hashed while the vendor worked, whatever the vendor answered.
+    assert_eq!(row.image_sha256, Some(sha256(&jpeg(5))));
     assert_eq!(row.request_id, r.body["request_id"].as_str().expect("rid"));
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "error");
@@ -363,6 +369,12 @@ async fn bad_inputs_leave_rows(h: Harness) {
     ];
     let mut expected_rows = 0;
     for (img, fields, status, code) in cases {
+        // An image refused after it was read whole keeps its hash on the row.
+        let read_whole = !matches!(
+            code,
+            "image_too_large" | "invalid_threshold" | "invalid_metadata"
+        );
+        let sha = read_whole.then(|| sha256(&img));
         let r = h.liveness(ACME_KEY, "image", img, &fields).await;
         assert_eq!(r.status, status, "{code}: {}", r.body);
         assert_eq!(r.body["code"], code);
@@ -371,6 +383,7 @@ async fn bad_inputs_leave_rows(h: Harness) {
         let (row, attempts) = h.last_row("acme").await;
         assert_eq!(row.error_code.as_deref(), Some(code));
         assert_eq!(row.http_status, i32::from(status));
+        assert_eq!(row.image_sha256, sha, "{code}");
         assert!(attempts.is_empty());
     }
     // No image at all, and a content type livegate does not take.
