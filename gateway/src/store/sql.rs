@@ -294,7 +294,6 @@ macro_rules! sqlx_db {
         }
 
         /// `params` bound after what `q` already binds.
-        #[allow(dead_code)]
         pub(crate) fn bind_all<'q>(
             q: sqlx::query::Query<'q, $driver, $args>,
             params: Vec<Param>,

@@ -125,8 +125,8 @@ pub(crate) fn insert_statements<'a>(
 }
 
 /// A write transaction holding the results' verification rows and attempts, the first part
-/// of SQLite's `commit_results` (Postgres sends them as arrays: `postgres/results.rs`); `None`
-/// for no results.
+/// of SQLite's `commit_results` (Postgres sends them as one statement: `postgres/results.rs`);
+/// `None` for no results.
 pub(crate) async fn begin_results<D: Backend>(
     db: &D,
     writes: &[Arc<ResultWrite>],
