@@ -362,6 +362,19 @@ impl Harness {
         sim_requests_at(&self.client, self.sim_url(sim)).await
     }
 
+    /// Waits (5 s at most) until the Didit simulator has received `n` requests: those requests
+    /// are admitted and in flight, whatever the machine's load.
+    pub async fn sim_received(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.sim_requests().await.len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the simulator never received {n} requests"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// The stored row and attempts behind an answer's id.
     pub async fn row(
         &self,

@@ -426,7 +426,7 @@ async fn past_the_in_flight_caps_work_is_shed_at_once() {
         tokio::spawn(Harness::call(call))
     };
     let admitted = vec![send(KEY, 10), send(KEY, 11)];
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.sim_received(2).await;
     let started = Instant::now();
     let r = send(KEY, 12).await.expect("join");
     assert_eq!(r.status, 503, "{}", r.body);
@@ -438,7 +438,7 @@ async fn past_the_in_flight_caps_work_is_shed_at_once() {
     );
     // Another tenant still gets the instance's last slot.
     let other = send(OTHER_KEY, 13);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.sim_received(3).await;
     let r = send(THIRD_KEY, 14).await.expect("join");
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.body["code"], "overloaded", "{}", r.body);
